@@ -1,0 +1,6 @@
+"""Task families and datasets for few-shot learning (introduced in 01_few_shot_problem)."""
+from .base import ClassDataset
+from .omniglot import load_omniglot
+from .sources import ChecksumError, DataNotFoundError, UnsafeArchiveError
+
+__all__ = ["ClassDataset", "load_omniglot", "ChecksumError", "DataNotFoundError", "UnsafeArchiveError"]

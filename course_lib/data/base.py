@@ -1,0 +1,74 @@
+"""Datasets as examples grouped by class: the shape every few-shot sampler reads.
+
+Introduced in 01_few_shot_problem. A few-shot dataset is a set of classes, each with a
+set of examples; an episode picks classes and examples from it (see ``episodes``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+class ClassDataset:
+    """Examples grouped by class, optionally with rotated copies as extra classes.
+
+    Args:
+        data: ``[n_base_classes, examples_per_class, *example_shape]`` tensor
+            (for Omniglot ``[C, 20, 1, 28, 28]`` floats in [0, 1], ink = 1).
+        class_names: one name per base class, e.g. ``"Greek/character03"``.
+        source: one human sentence that says where the data came from; notebooks print it.
+        rotations: if True, each base class also appears rotated by 90, 180 and 270 degrees
+            as three further classes (the augmentation of the MAML and ProtoNet papers).
+            Class ``i`` is base class ``i // 4`` rotated by ``90 * (i % 4)`` degrees.
+
+    The rotated images are computed when an episode asks for them, so rotations cost no memory.
+    """
+
+    ROTATIONS = 4
+
+    def __init__(self, data: Tensor, class_names: Sequence[str], source: str, rotations: bool = False):
+        if data.dim() < 2:
+            raise ValueError(f"data must be [classes, examples, ...], got shape {tuple(data.shape)}")
+        if len(class_names) != data.shape[0]:
+            raise ValueError(f"{len(class_names)} class names for {data.shape[0]} classes")
+        self.data = data
+        self.base_class_names = list(class_names)
+        self.source = source
+        self.rotations = rotations
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.shape[0] * (self.ROTATIONS if self.rotations else 1)
+
+    @property
+    def examples_per_class(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[2:])
+
+    def __len__(self) -> int:
+        return self.num_classes
+
+    def class_name(self, class_index: int) -> str:
+        if not self.rotations:
+            return self.base_class_names[class_index]
+        base, turns = divmod(class_index, self.ROTATIONS)
+        return f"{self.base_class_names[base]} (rot {90 * turns})"
+
+    def examples(self, class_index: int, example_indices: Tensor) -> Tensor:
+        """The examples ``example_indices`` of one class: ``[len(example_indices), *example_shape]``."""
+        if not 0 <= class_index < self.num_classes:
+            raise IndexError(f"class {class_index} out of range for {self.num_classes} classes")
+        if not self.rotations:
+            return self.data[class_index, example_indices]
+        base, turns = divmod(class_index, self.ROTATIONS)
+        return torch.rot90(self.data[base, example_indices], turns, dims=(-2, -1))
+
+    def __repr__(self) -> str:
+        rot = ", rotations as extra classes" if self.rotations else ""
+        return (f"ClassDataset({self.num_classes} classes x {self.examples_per_class} examples"
+                f" of shape {self.example_shape}{rot}; {self.source})")

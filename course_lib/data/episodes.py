@@ -1,0 +1,112 @@
+"""Episodes: the N-way K-shot tasks that few-shot learning trains and tests on.
+
+Introduced in 01_few_shot_problem. An episode (a *task*) has a support set, from which a
+learner adapts, and a query set, on which the adapted learner is scored:
+
+* pick ``n_way`` classes at random and give them the labels ``0 .. n_way-1`` in random order;
+* per class, pick ``k_shot + n_query`` distinct examples: ``k_shot`` go to the support set,
+  ``n_query`` to the query set.
+
+Every sampler here has ``sample(generator) -> Episode`` and
+``sample_batch(meta_batch_size, generator) -> Episode`` (a leading task dimension), so the
+training loop, :func:`fixed_episodes` and the evaluation protocol work with any of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .base import ClassDataset
+
+
+@dataclass
+class Episode:
+    """One task, or a meta-batch of tasks stacked along a leading dimension ``B``.
+
+    Shapes for one N-way K-shot task with Q queries per class (images ``[C, H, W]``):
+        support_x: ``[N*K, C, H, W]``, support_y: ``[N*K]`` (labels 0..N-1)
+        query_x:   ``[N*Q, C, H, W]``, query_y:   ``[N*Q]``
+        task: what defines the task, e.g. the dataset class of each label ``[N]``,
+              or a sinusoid's ``[amplitude, phase]``.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    task: Tensor
+
+    def to(self, device: torch.device | str) -> "Episode":
+        return Episode(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def __getitem__(self, index: int) -> "Episode":
+        """Task ``index`` of a meta-batch."""
+        return Episode(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def stack_episodes(episodes: list[Episode]) -> Episode:
+    """Stack tasks of equal shapes into a meta-batch with a leading task dimension."""
+    return Episode(*(torch.stack([getattr(e, f.name) for e in episodes]) for f in fields(Episode)))
+
+
+class TaskSampler(Protocol):
+    def sample(self, generator: torch.Generator) -> Episode: ...
+
+
+class BatchSampler:
+    """Adds ``sample_batch`` to any sampler with ``sample``."""
+
+    def sample(self, generator: torch.Generator) -> Episode:
+        raise NotImplementedError
+
+    def sample_batch(self, meta_batch_size: int, generator: torch.Generator) -> Episode:
+        """A meta-batch: ``meta_batch_size`` tasks stacked along a new first dimension."""
+        return stack_episodes([self.sample(generator) for _ in range(meta_batch_size)])
+
+
+class EpisodeSampler(BatchSampler):
+    """N-way K-shot episodes with ``n_query`` queries per class from a :class:`ClassDataset`."""
+
+    def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, n_query: int):
+        if n_way < 2:
+            raise ValueError(f"n_way must be at least 2 (a task must choose between classes), got {n_way}")
+        if k_shot < 1:
+            raise ValueError(f"k_shot must be at least 1 (the support set needs an example per class), got {k_shot}")
+        if n_query < 1:
+            raise ValueError(f"n_query must be at least 1 (the query set scores the learner), got {n_query}")
+        if n_way > dataset.num_classes:
+            raise ValueError(f"n_way={n_way} is more than the {dataset.num_classes} classes of this dataset")
+        if k_shot + n_query > dataset.examples_per_class:
+            raise ValueError(
+                f"k_shot + n_query = {k_shot + n_query} examples per class were asked for, "
+                f"but each class has only {dataset.examples_per_class}")
+        self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
+
+    def sample(self, generator: torch.Generator) -> Episode:
+        classes = torch.randperm(self.dataset.num_classes, generator=generator)[: self.n_way]
+        support, query = [], []
+        for c in classes.tolist():
+            picked = torch.randperm(self.dataset.examples_per_class, generator=generator)
+            examples = self.dataset.examples(c, picked[: self.k_shot + self.n_query])
+            support.append(examples[: self.k_shot])
+            query.append(examples[self.k_shot:])
+        labels = torch.arange(self.n_way)
+        return Episode(
+            support_x=torch.cat(support),
+            support_y=labels.repeat_interleave(self.k_shot),
+            query_x=torch.cat(query),
+            query_y=labels.repeat_interleave(self.n_query),
+            task=classes,
+        )
+
+
+def fixed_episodes(sampler: TaskSampler, num_episodes: int, seed: int = 0) -> list[Episode]:
+    """The same ``num_episodes`` tasks every time for a given seed: the evaluation set.
+
+    Every method is scored on one such list, so their numbers are comparable.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return [sampler.sample(generator) for _ in range(num_episodes)]

@@ -1,0 +1,95 @@
+"""The one evaluation protocol: a metric per held-out episode, then mean and 95% CI.
+
+Introduced in 01_few_shot_problem. Every method of the course is scored by
+:func:`evaluate_episodes` on the same fixed list of held-out episodes, so numbers compare.
+
+For per-episode scores ``s_1..s_n`` the reported number is the mean ``m`` with the half-width
+of a 95% confidence interval, ``t_{0.975, n-1} * sd / sqrt(n)`` (``sd`` with ``n-1`` in the
+denominator; for ``n`` in the hundreds ``t`` is about 1.96).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from scipy import stats
+from torch import Tensor
+
+from .data.episodes import Episode
+from .progress import progress_bar
+
+
+def mean_confidence_interval(values: Sequence[float] | Tensor, confidence: float = 0.95) -> tuple[float, float]:
+    """``(mean, half_width)`` of a ``confidence`` interval for the mean of ``values``.
+
+    Uses Student's t with ``n - 1`` degrees of freedom; needs at least two values.
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    n = x.numel()
+    if n < 2:
+        raise ValueError(f"a confidence interval needs at least 2 values, got {n}")
+    sem = x.std(unbiased=True).item() / math.sqrt(n)
+    return x.mean().item(), stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
+
+
+@dataclass
+class EvalResult:
+    """Per-episode scores and their summary: ``mean`` +- ``ci95`` over ``len(values)`` episodes."""
+
+    metric: str
+    values: Tensor
+
+    @property
+    def mean(self) -> float:
+        return mean_confidence_interval(self.values)[0]
+
+    @property
+    def ci95(self) -> float:
+        return mean_confidence_interval(self.values)[1]
+
+    def __str__(self) -> str:
+        n = len(self.values)
+        if self.metric == "accuracy":
+            return f"{100 * self.mean:.1f}% ± {100 * self.ci95:.1f}% (95% CI, {n} episodes)"
+        return f"{self.metric} {self.mean:.3f} ± {self.ci95:.3f} (95% CI, {n} episodes)"
+
+
+def accuracy(predictions: Tensor, targets: Tensor) -> float:
+    """Fraction correct; ``predictions`` are logits ``[n, n_way]`` or labels ``[n]``."""
+    if predictions.dim() == targets.dim() + 1:
+        predictions = predictions.argmax(-1)
+    return (predictions == targets).float().mean().item()
+
+
+def mse(predictions: Tensor, targets: Tensor) -> float:
+    """Mean squared error over the query points."""
+    return (predictions.float() - targets.float()).pow(2).mean().item()
+
+
+METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {"accuracy": accuracy, "mse": mse}
+
+
+def evaluate_episodes(predict: Callable[[Episode], Tensor], episodes: Sequence[Episode],
+                      metric: str = "accuracy", device: torch.device | str = "cpu",
+                      progress: bool = False, desc: str = "evaluating") -> EvalResult:
+    """Score a method on fixed episodes.
+
+    Args:
+        predict: a method as a function of one episode (already on ``device``) that adapts on
+            its support set and returns predictions for its query set (logits ``[N*Q, N]`` or
+            labels ``[N*Q]`` for classification, values ``[N*Q, 1]`` for regression).
+        episodes: the fixed held-out episodes (see ``fixed_episodes``).
+        metric: ``"accuracy"`` or ``"mse"``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if len(episodes) < 2:
+        raise ValueError("evaluation needs at least 2 episodes for a confidence interval")
+    score = METRICS[metric]
+    values = []
+    for episode in progress_bar(episodes, desc=desc, disable=not progress):
+        episode = episode.to(device)
+        values.append(score(predict(episode).detach(), episode.query_y))
+    return EvalResult(metric, torch.tensor(values, dtype=torch.float64))

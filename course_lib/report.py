@@ -1,0 +1,37 @@
+"""Headline numbers: what a notebook records for the course report.
+
+Introduced in 01_few_shot_problem. A notebook calls :func:`record` for each result worth a
+line in the report; the runner (``python -m course_lib run``) sets ``COURSE_REPORT_FILE`` for
+each notebook and collects the records into the run's report.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .evaluate import EvalResult
+
+
+def record(name: str, result: EvalResult | float, *, data: str, unit: str = "",
+           ci95: float | None = None) -> None:
+    """Record a headline number with its 95% CI and the data it was measured on.
+
+    ``result`` is an :class:`EvalResult` (mean and CI are taken from it) or a plain value with
+    an optional ``ci95``. Accuracies are stored in percent. Prints the line it records and,
+    when ``COURSE_REPORT_FILE`` is set, appends it there as one JSON line.
+    """
+    if isinstance(result, EvalResult):
+        scale = 100.0 if result.metric == "accuracy" else 1.0
+        value, ci95 = scale * result.mean, scale * result.ci95
+        unit = unit or ("%" if result.metric == "accuracy" else result.metric)
+        episodes = len(result.values)
+    else:
+        value, episodes = float(result), None
+    entry = {"name": name, "value": round(float(value), 4), "ci95": None if ci95 is None else round(float(ci95), 4),
+             "unit": unit, "episodes": episodes, "data": data}
+    path = os.environ.get("COURSE_REPORT_FILE")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+    ci = f" ± {ci95:.2f}" if ci95 is not None else ""
+    print(f"[report] {name}: {value:.2f}{ci} {unit} ({data})")

@@ -1,0 +1,53 @@
+"""The main job: notebooks run in order, results are collected, a failure is named and stops the run."""
+import json
+
+import nbformat
+import pytest
+
+from course_lib.runner import run_course, select_notebooks
+
+
+def write_notebook(path, *sources):
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources]), path)
+
+
+RECORD = """
+import os
+from course_lib import report
+report.record("answer", 42.0, ci95=1.5, unit="points", data="profile " + os.environ["COURSE_PROFILE"])
+"""
+
+
+def test_run_writes_report_and_names_the_failing_cell(tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "00_first.ipynb", RECORD)
+    write_notebook(notebooks / "01_broken.ipynb", "x = 1", "assert x == 2, 'x should be 2'")
+    write_notebook(notebooks / "02_never.ipynb", "print('not reached')")
+    out = tmp_path / "run"
+
+    assert run_course("quick", None, out, timeout=60, folder=notebooks) == 1
+
+    report = json.loads((out / "report.json").read_text())
+    runs = {r["notebook"]: r for r in report["notebooks"]}
+    assert report["profile"] == "quick"
+    assert runs["00_first"]["status"] == "passed"
+    assert runs["00_first"]["results"][0] == {"name": "answer", "value": 42.0, "ci95": 1.5, "unit": "points",
+                                              "episodes": None, "data": "profile quick"}
+    assert runs["01_broken"]["status"] == "failed"
+    assert "code cell 2" in runs["01_broken"]["error"] and "x should be 2" in runs["01_broken"]["error"]
+    assert "02_never" not in runs, "later notebooks build on earlier ones: the run stops"
+    markdown = (out / "report.md").read_text()
+    assert "| 00_first | answer | 42.0 ± 1.5 points |" in markdown and "01_broken: code cell 2" in markdown
+    assert (out / "notebooks" / "00_first.ipynb").exists()
+    assert "FAILED: notebook 01_broken" in capsys.readouterr().out
+
+
+def test_selection_and_profile_errors(tmp_path):
+    write_notebook(tmp_path / "00_a.ipynb", "")
+    write_notebook(tmp_path / "01_b.ipynb", "")
+    assert [p.stem for p in select_notebooks(["01"], tmp_path)] == ["01_b"]
+    with pytest.raises(SystemExit, match="no notebook matches 07"):
+        select_notebooks(["07"], tmp_path)
+    with pytest.raises(ValueError, match="unknown profile"):
+        run_course("huge", None, tmp_path / "out", folder=tmp_path)

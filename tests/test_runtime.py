@@ -1,0 +1,63 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import runtime
+from course_lib.models import MLP, ConvNet
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="unknown profile 'fast': choose one of quick, full"):
+        runtime.get_profile("fast")
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    assert runtime.get_profile().pick(quick=1, full=2) == 2
+    monkeypatch.delenv("COURSE_PROFILE")
+    assert runtime.get_profile().is_quick
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert runtime.get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            runtime.get_device("cuda")
+
+
+def test_seeding_reproduces_every_generator():
+    def draw():
+        generator = runtime.seed_everything(123)
+        return random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item()
+    assert draw() == draw()
+
+
+def test_rng_state_round_trip():
+    runtime.seed_everything(0)
+    state = runtime.rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    runtime.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_mixed_precision_is_off_on_cpu_unless_asked():
+    cpu = torch.device("cpu")
+    assert runtime.amp_dtype(cpu) is None
+    dtype = runtime.amp_dtype(cpu, enabled=True)
+    assert dtype == torch.bfloat16
+    with runtime.autocast(cpu, dtype):
+        out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert out.dtype == torch.bfloat16
+    assert not runtime.grad_scaler(cpu, dtype).is_enabled()
+
+
+def test_conv_net_shapes_and_functional_call():
+    net = ConvNet(n_classes=5)
+    x = torch.rand(10, 1, 28, 28)
+    assert net(x).shape == (10, 5) and ConvNet().embed(x).shape == (10, 64)
+    params = {k: v + 0.1 for k, v in net.named_parameters()}
+    moved = torch.func.functional_call(net, params, (x,))
+    assert not torch.allclose(moved, net(x)), "functional_call must use the given weights"
+    assert dict(net.named_buffers()) == {}, "batch norm keeps no running statistics (MAML style)"
+    assert MLP()(torch.zeros(3, 1)).shape == (3, 1)
+    assert sum(p.numel() for p in MLP().parameters()) == 1 * 40 + 40 + 40 * 40 + 40 + 40 + 1

@@ -1,0 +1,81 @@
+import pytest
+import torch
+from torch import nn
+
+from course_lib.train import NonFiniteLossError, TrainConfig, load_checkpoint, train
+
+
+def regression_batch(generator):
+    """A learnable toy problem: y = 3x - 1 with noise."""
+    x = torch.randn(32, 1, generator=generator)
+    return x, 3 * x - 1 + 0.01 * torch.randn(32, 1, generator=generator)
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def mse_loss(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+def config(**kwargs):
+    defaults = dict(steps=40, lr=1e-2, log_every=5, progress=False, seed=3)
+    return TrainConfig(**{**defaults, **kwargs})
+
+
+def test_loss_falls_and_history_is_complete():
+    torch.manual_seed(0)
+    model = Toy()
+    history = train(model, mse_loss, regression_batch, config(steps=200, eval_every=50),
+                    validate=lambda m: {"score": 1.0})
+    steps, losses = history.series("loss")
+    assert steps[-1] == 200 and losses[-1] < 0.1 * losses[0]
+    assert history.series("val_score")[0] == [50, 100, 150, 200]
+    assert {"lr", "time_s", "peak_memory_mb"} <= set(history.rows[-1])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    # The schedule, dropout (global RNG) and batch sampling (the loop's generator) must all resume.
+    cfg = dict(lr_step_size=10, lr_gamma=0.5, checkpoint_every=10)
+    torch.manual_seed(0)
+    uninterrupted = Toy()
+    train(uninterrupted, mse_loss, regression_batch, config(**cfg))
+
+    path = tmp_path / "run" / "ckpt.pt"
+    torch.manual_seed(0)
+    first = Toy()
+    train(first, mse_loss, regression_batch, config(steps=20, **cfg, checkpoint_path=path))
+    assert load_checkpoint(path)["step"] == 20
+    torch.manual_seed(99)  # a new session: different global state, fresh weights
+    resumed = Toy()
+    history = train(resumed, mse_loss, regression_batch, config(**cfg, checkpoint_path=path))
+    for a, b in zip(uninterrupted.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert history.series("loss")[0] == list(range(5, 45, 5))
+    assert not list(path.parent.glob("*.tmp")), "checkpoints are written atomically"
+
+
+def test_nan_guard_stops_with_a_clear_message():
+    def exploding(model, batch):
+        return mse_loss(model, batch) * float("nan")
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 1"):
+        train(Toy(), exploding, regression_batch, config())
+
+
+def test_mixed_precision_path_trains_on_cpu():
+    torch.manual_seed(0)
+    history = train(Toy(), mse_loss, regression_batch, config(steps=100, amp=True, grad_clip=1.0))
+    losses = history.series("loss")[1]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_unknown_optimizer_is_an_error():
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        train(Toy(), mse_loss, regression_batch, config(optimizer="lamb"))
