@@ -31,7 +31,7 @@ def mean_confidence_interval(values: Sequence[float] | Tensor, confidence: float
     if n < 2:
         raise ValueError(f"a confidence interval needs at least 2 values, got {n}")
     sem = x.std(unbiased=True).item() / math.sqrt(n)
-    return x.mean().item(), stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
+    return x.mean().item(), float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
 
 
 @dataclass
@@ -48,6 +48,11 @@ class EvalResult:
     @property
     def ci95(self) -> float:
         return mean_confidence_interval(self.values)[1]
+
+    def as_metrics(self) -> dict[str, float]:
+        """``{metric: mean, metric_ci95: half_width}``: what a ``validate`` callback of the
+        training loop returns, so the history holds the CI for :func:`plots.plot_validation`."""
+        return {self.metric: self.mean, f"{self.metric}_ci95": self.ci95}
 
     def __str__(self) -> str:
         n = len(self.values)

@@ -60,15 +60,20 @@ def plot_learning_curves(history: History, keys: tuple[str, ...] = ("loss",), ax
     return fig
 
 
-def plot_accuracy_vs_steps(steps, means, ci95s, label: str, ax=None, title: str | None = None):
-    """Accuracy (fractions, drawn in %) against steps, with its 95% CI as a shaded band."""
+def plot_validation(history: History, metric: str = "accuracy", label: str | None = None, ax=None,
+                    title: str | None = None):
+    """The validation metric logged by :func:`~course_lib.train.train` against the step, with its
+    95% CI as a shaded band (``val_<metric>`` and ``val_<metric>_ci95``; accuracy drawn in %)."""
     fig, ax = _axes(ax)
-    means = torch.as_tensor(means, dtype=torch.float64) * 100
-    ci95s = torch.as_tensor(ci95s, dtype=torch.float64) * 100
-    ax.plot(steps, means, marker="o", label=label)
-    ax.fill_between(steps, means - ci95s, means + ci95s, alpha=0.25)
+    steps, means = history.series(f"val_{metric}")
+    _, ci95s = history.series(f"val_{metric}_ci95")
+    scale = 100.0 if metric == "accuracy" else 1.0
+    means = torch.tensor(means, dtype=torch.float64) * scale
+    ci95s = torch.tensor(ci95s, dtype=torch.float64) * scale
+    ax.plot(steps, means, marker="o", label=label or f"validation {metric}")
+    ax.fill_between(steps, means - ci95s, means + ci95s, alpha=0.25, label="95% CI")
     ax.set_xlabel("meta-training step")
-    ax.set_ylabel("query accuracy (%)")
+    ax.set_ylabel("query accuracy (%)" if metric == "accuracy" else f"query {metric}")
     if title:
         ax.set_title(title)
     ax.legend()

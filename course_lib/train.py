@@ -185,7 +185,7 @@ def train(model: nn.Module,
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        window.append({"loss": loss.item(), **metrics})
+        window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
         done = step + 1
         elapsed = time.perf_counter() - started
@@ -195,7 +195,7 @@ def train(model: nn.Module,
                        peak_memory_mb=peak_memory_mb(device))
             if validate is not None and ((config.eval_every and done % config.eval_every == 0)
                                          or done == config.steps):
-                row.update({f"val_{k}": v for k, v in validate(model).items()})
+                row.update({f"val_{k}": float(v) for k, v in validate(model).items()})
                 model.train()
             history.rows.append(row)
             window = []

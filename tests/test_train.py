@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -43,19 +44,20 @@ def test_loss_falls_and_history_is_complete():
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     # The schedule, dropout (global RNG) and batch sampling (the loop's generator) must all resume.
-    cfg = dict(lr_step_size=10, lr_gamma=0.5, checkpoint_every=10)
+    cfg = dict(lr_step_size=10, lr_gamma=0.5, checkpoint_every=10, eval_every=10)
+    validate = lambda m: {"score": np.float64(0.5)}  # noqa: E731  numpy scalars must checkpoint too
     torch.manual_seed(0)
     uninterrupted = Toy()
-    train(uninterrupted, mse_loss, regression_batch, config(**cfg))
+    train(uninterrupted, mse_loss, regression_batch, config(**cfg), validate)
 
     path = tmp_path / "run" / "ckpt.pt"
     torch.manual_seed(0)
     first = Toy()
-    train(first, mse_loss, regression_batch, config(steps=20, **cfg, checkpoint_path=path))
+    train(first, mse_loss, regression_batch, config(steps=20, **cfg, checkpoint_path=path), validate)
     assert load_checkpoint(path)["step"] == 20
     torch.manual_seed(99)  # a new session: different global state, fresh weights
     resumed = Toy()
-    history = train(resumed, mse_loss, regression_batch, config(**cfg, checkpoint_path=path))
+    history = train(resumed, mse_loss, regression_batch, config(**cfg, checkpoint_path=path), validate)
     for a, b in zip(uninterrupted.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert history.series("loss")[0] == list(range(5, 45, 5))
