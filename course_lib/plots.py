@@ -6,6 +6,7 @@ when none is given) and returns the figure, with labelled axes and units.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .data.episodes import Episode
@@ -31,7 +32,7 @@ def plot_task_grid(episode: Episode, n_query_shown: int = 3, class_names: list[s
         query = episode.query_x[episode.query_y == label][:n_query_shown]
         for col, image in enumerate(torch.cat([support, query])):
             ax = axes[label, col]
-            ax.imshow(image.squeeze(0).cpu(), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(image.squeeze(0).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if label == 0:
@@ -68,8 +69,8 @@ def plot_validation(history: History, metric: str = "accuracy", label: str | Non
     steps, means = history.series(f"val_{metric}")
     _, ci95s = history.series(f"val_{metric}_ci95")
     scale = 100.0 if metric == "accuracy" else 1.0
-    means = torch.tensor(means, dtype=torch.float64) * scale
-    ci95s = torch.tensor(ci95s, dtype=torch.float64) * scale
+    means = np.asarray(means) * scale
+    ci95s = np.asarray(ci95s) * scale
     ax.plot(steps, means, marker="o", label=label or f"validation {metric}")
     ax.fill_between(steps, means - ci95s, means + ci95s, alpha=0.25, label="95% CI")
     ax.set_xlabel("meta-training step")
