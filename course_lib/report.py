@@ -35,3 +35,15 @@ def record(name: str, result: EvalResult | float, *, data: str, unit: str = "",
             f.write(json.dumps(entry) + "\n")
     ci = f" ± {ci95:.2f}" if ci95 is not None else ""
     print(f"[report] {name}: {value:.2f}{ci} {unit} ({data})")
+
+
+def assert_floor(name: str, result: EvalResult, *, real: float, standin: float, real_data: bool) -> None:
+    """Assert that an accuracy is at least its floor, and say which set of floors applied.
+
+    Floors are measured separately on the real data that CI reads (``real``) and on the offline
+    stand-in (``standin``), as fractions; ``real_data`` is the evaluation dataset's ``real`` flag.
+    """
+    floor, kind = (real, "real data") if real_data else (standin, "the offline stand-in")
+    verdict = "holds" if result.mean >= floor else "FAILS"
+    print(f"floor for {name} on {kind}: {100 * floor:.0f}%; measured {result}: {verdict}")
+    assert result.mean >= floor, f"{name}: {100 * result.mean:.1f}% is below its floor of {100 * floor:.0f}% on {kind}"

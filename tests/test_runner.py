@@ -51,3 +51,16 @@ def test_selection_and_profile_errors(tmp_path):
         select_notebooks(["07"], tmp_path)
     with pytest.raises(ValueError, match="unknown profile"):
         run_course("huge", None, tmp_path / "out", folder=tmp_path)
+
+
+def test_floor_assertion_names_the_floor_set(capsys):
+    import torch
+
+    from course_lib.evaluate import EvalResult
+    from course_lib.report import assert_floor
+
+    result = EvalResult("accuracy", torch.tensor([0.7, 0.8]))
+    assert_floor("method", result, real=0.7, standin=0.9, real_data=True)
+    assert "floor for method on real data: 70%" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="below its floor of 90% on the offline stand-in"):
+        assert_floor("method", result, real=0.7, standin=0.9, real_data=False)

@@ -19,6 +19,7 @@ class ClassDataset:
             (for Omniglot ``[C, 20, 1, 28, 28]`` floats in [0, 1], ink = 1).
         class_names: one name per base class, e.g. ``"Greek/character03"``.
         source: one human sentence that says where the data came from; notebooks print it.
+        real: False for an offline stand-in; notebooks then apply the floors measured on it.
         rotations: if True, each base class also appears rotated by 90, 180 and 270 degrees
             as three further classes (the augmentation of the MAML and ProtoNet papers).
             Class ``i`` is base class ``i // 4`` rotated by ``90 * (i % 4)`` degrees.
@@ -28,7 +29,8 @@ class ClassDataset:
 
     ROTATIONS = 4
 
-    def __init__(self, data: Tensor, class_names: Sequence[str], source: str, rotations: bool = False):
+    def __init__(self, data: Tensor, class_names: Sequence[str], source: str, rotations: bool = False,
+                 real: bool = True):
         if data.dim() < 2:
             raise ValueError(f"data must be [classes, examples, ...], got shape {tuple(data.shape)}")
         if len(class_names) != data.shape[0]:
@@ -37,6 +39,7 @@ class ClassDataset:
         self.base_class_names = list(class_names)
         self.source = source
         self.rotations = rotations
+        self.real = real
 
     @property
     def num_classes(self) -> int:

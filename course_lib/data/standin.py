@@ -55,7 +55,7 @@ def load_standin(split: str, *, seed: int = 0, rotations: bool = False) -> Class
     images, names = _cached_split(split, seed)
     source = (f"Omniglot offline stand-in (procedural strokes, seed {seed}), {split} split"
               " — not real Omniglot")
-    return ClassDataset(images.clone(), names, source, rotations)
+    return ClassDataset(images.clone(), names, source, rotations, real=False)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,8 @@
+"""Meta-learning algorithms: each a short module mapping line by line to its notebook's equations.
+
+Every algorithm offers the same two functions, so the one training loop and the one evaluation
+protocol serve them all:
+
+    loss(model, batch)      -> (loss, {"accuracy": ...})  a meta-batch of episodes -> the training loss
+    predict(model, episode) -> query logits [N*Q, N]       one episode -> adapted predictions
+"""
