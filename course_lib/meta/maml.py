@@ -1,0 +1,163 @@
+"""MAML and its variants with ``torch.func``: second order, first order, ANIL, Meta-SGD.
+
+Derived in 03_maml. Model-Agnostic Meta-Learning (Finn, Abbeel, Levine 2017, arXiv:1703.03400)
+learns an initialisation ``theta`` from which a few gradient steps on a task's support set give
+good predictions on its query set:
+
+    inner loop (per task, ``inner_steps`` times):
+        theta' = theta - alpha * grad_theta L_support(theta)
+    outer loss (mean over the meta-batch of tasks):
+        L_meta(theta) = mean_tasks L_query(theta')
+
+Second-order MAML differentiates ``L_query(theta')`` through the inner steps (the gradient
+contains ``I - alpha * Hessian``); first-order MAML treats ``grad L_support`` as a constant;
+ANIL (Raghu et al. 2020, arXiv:1909.09157) adapts only the head; Meta-SGD (Li et al. 2017,
+arXiv:1707.09835) meta-learns one inner learning rate per parameter entry, ``alpha``.
+
+The network is evaluated at adapted weights with ``torch.func.functional_call``: assigning
+weights to a module (``model.parameters = fast_weights``) changes nothing (see 00_orientation).
+
+Two ways to process a meta-batch, with the same result: a readable per-task loop
+(``batched=False``) and ``torch.func.vmap`` over tasks (``batched=True``), which on a GPU runs
+all tasks of the meta-batch in the same kernels.
+
+Example::
+
+    maml = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1)
+    history = train(maml, loss, lambda g: sampler.sample_batch(32, g), TrainConfig(steps=60_000))
+    result = evaluate_episodes(lambda e: predict(maml, e), test_episodes)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from ..data.episodes import Episode
+
+Params = dict[str, Tensor]
+
+
+class MAML(nn.Module):
+    """A network plus the rule that adapts it to a task.
+
+    Args:
+        net: the network; its parameters are the initialisation ``theta`` that is meta-learned.
+        inner_lr: ``alpha``, the inner-loop step size (Meta-SGD: the initial value of every entry).
+        inner_steps: inner gradient steps during meta-training.
+        first_order: drop the second-order term (first-order MAML, "FOMAML").
+        adapt_head_only: ANIL: adapt only the parameters whose names start with ``head_prefix``.
+        meta_sgd: meta-learn a per-parameter inner learning rate (Meta-SGD).
+        eval_inner_steps, eval_inner_lr: inner loop at test time (default: as in training).
+        task_loss: ``F.cross_entropy`` for classification, ``F.mse_loss`` for regression.
+        batched: process a meta-batch with ``torch.func.vmap`` instead of a per-task loop.
+    """
+
+    def __init__(self, net: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
+                 first_order: bool = False, adapt_head_only: bool = False, meta_sgd: bool = False,
+                 eval_inner_steps: int | None = None, eval_inner_lr: float | None = None,
+                 task_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                 batched: bool = False, head_prefix: str = "head."):
+        super().__init__()
+        self.net = net
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
+        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.first_order, self.task_loss, self.batched = first_order, task_loss, batched
+        self.adapted = [name for name, _ in net.named_parameters()
+                        if not adapt_head_only or name.startswith(head_prefix)]
+        if not self.adapted:
+            raise ValueError(f"no parameter of the network starts with {head_prefix!r}: nothing to adapt")
+        if batched and not first_order and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            raise ValueError("second-order MAML under vmap gets wrong gradients through nn.BatchNorm2d; "
+                             "build the network with explicit batch norm, e.g. ConvNet(explicit_batch_norm=True)")
+        self.meta_sgd = meta_sgd
+        if meta_sgd:
+            params = dict(net.named_parameters())
+            self.inner_lrs = nn.ParameterList(
+                [nn.Parameter(torch.full_like(params[name], inner_lr)) for name in self.adapted])
+
+    def step_sizes(self, training: bool) -> list[Tensor | float]:
+        """``alpha`` for each adapted parameter: learned (Meta-SGD) or one number."""
+        if self.meta_sgd:
+            return list(self.inner_lrs)
+        return [self.inner_lr if training else self.eval_inner_lr] * len(self.adapted)
+
+    def support_loss(self, params: Params, support_x: Tensor, support_y: Tensor) -> Tensor:
+        return self.task_loss(functional_call(self.net, params, (support_x,)), support_y)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, training: bool = True) -> Params:
+        """The adapted weights ``theta'`` for one task (support set ``[N*K, ...]``), per-task loop.
+
+        In training, second-order MAML keeps the graph of each inner step (``create_graph``) so
+        that the outer gradient flows through it; first order and evaluation do not.
+        """
+        params: Params = dict(self.net.named_parameters())
+        steps = self.inner_steps if training else self.eval_inner_steps
+        create_graph = training and not self.first_order
+        alphas = self.step_sizes(training)
+        for _ in range(steps):
+            loss = self.support_loss(params, support_x, support_y)
+            grads = torch.autograd.grad(loss, [params[n] for n in self.adapted], create_graph=create_graph)
+            params = {**params, **{n: params[n] - a * g for n, a, g in zip(self.adapted, alphas, grads)}}
+        return params
+
+    def _query_loss_of_task(self, params: Params, alphas: list[Tensor | float], support_x: Tensor,
+                            support_y: Tensor, query_x: Tensor, query_y: Tensor) -> tuple[Tensor, Tensor]:
+        """Query loss and logits of one task after the inner loop, written for ``vmap``.
+
+        ``torch.func.grad`` computes the inner gradient; it stays differentiable for the outer
+        backward pass unless first-order MAML detaches it.
+        """
+        def inner_loss(adapted: Params, frozen: Params) -> Tensor:
+            return self.support_loss({**frozen, **adapted}, support_x, support_y)
+
+        adapted = {n: params[n] for n in self.adapted}
+        frozen = {n: p for n, p in params.items() if n not in adapted}
+        for _ in range(self.inner_steps):
+            grads = grad(inner_loss)(adapted, frozen)
+            if self.first_order:
+                grads = {n: g.detach() for n, g in grads.items()}
+            adapted = {n: adapted[n] - a * grads[n] for n, a in zip(self.adapted, alphas)}
+        logits = functional_call(self.net, {**frozen, **adapted}, (query_x,))
+        return self.task_loss(logits, query_y), logits
+
+    def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+        """``L_meta``: the mean query loss after adaptation over a meta-batch ``[B, ...]``."""
+        if self.batched:
+            params = dict(self.net.named_parameters())
+            losses, logits = vmap(self._query_loss_of_task, in_dims=(None, None, 0, 0, 0, 0))(
+                params, self.step_sizes(True), batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        else:
+            losses, logits = [], []
+            for task in range(batch.support_x.shape[0]):
+                fast_weights = self.adapt(batch.support_x[task], batch.support_y[task])
+                logits.append(functional_call(self.net, fast_weights, (batch.query_x[task],)))
+                losses.append(self.task_loss(logits[-1], batch.query_y[task]))
+            losses, logits = torch.stack(losses), torch.stack(logits)
+        return losses.mean(), self.metrics(logits, batch.query_y)
+
+    def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
+        if self.task_loss is F.cross_entropy:
+            return {"accuracy": (logits.argmax(-1) == targets).float().mean().item()}
+        return {}
+
+    def predict(self, episode: Episode) -> Tensor:
+        """Query predictions of one episode after the evaluation inner loop (no outer graph)."""
+        with torch.enable_grad():
+            fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
+        with torch.no_grad():
+            return functional_call(self.net, fast_weights, (episode.query_x,))
+
+
+def loss(maml: MAML, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+    """The training loop's ``loss_fn``: :meth:`MAML.meta_loss`."""
+    return maml.meta_loss(batch)
+
+
+def predict(maml: MAML, episode: Episode) -> Tensor:
+    """The evaluation protocol's ``predict``: :meth:`MAML.predict`."""
+    return maml.predict(episode)
