@@ -44,6 +44,8 @@ class TrainConfig:
     ``lr_step_size``/``lr_gamma``: multiply the learning rate by ``lr_gamma`` every
     ``lr_step_size`` steps (ProtoNet's "halve every 2,000 episodes"); None keeps it constant.
     ``amp``: None = mixed precision on CUDA only; True forces it (bf16 on CPU), False disables.
+    ``max_seconds``: stop early once training has taken this long (equal wall-clock budgets for a
+    comparison of methods, 06_head_to_head); the history says how many steps were done.
     """
 
     steps: int
@@ -59,6 +61,7 @@ class TrainConfig:
     checkpoint_path: str | Path | None = None
     amp: bool | None = None
     seed: int = 0
+    max_seconds: float | None = None
     progress: bool = True
     desc: str = "meta-training"
 
@@ -189,20 +192,24 @@ def train(model: nn.Module,
 
         done = step + 1
         elapsed = time.perf_counter() - started
-        if done % config.log_every == 0 or done == config.steps:
+        out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
+        last = done == config.steps or out_of_time
+        if done % config.log_every == 0 or last:
             row = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
             row.update(step=done, lr=scheduler.get_last_lr()[0], time_s=elapsed,
                        peak_memory_mb=peak_memory_mb(device))
-            if validate is not None and ((config.eval_every and done % config.eval_every == 0)
-                                         or done == config.steps):
+            if validate is not None and ((config.eval_every and done % config.eval_every == 0) or last):
                 row.update({f"val_{k}": float(v) for k, v in validate(model).items()})
                 model.train()
             history.rows.append(row)
             window = []
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k == "loss" or k.startswith("val_")})
         if checkpoint_path is not None and config.checkpoint_every and (
-                done % config.checkpoint_every == 0 or done == config.steps):
+                done % config.checkpoint_every == 0 or last):
             checkpoint(done)
+        if out_of_time:
+            break
+    bar.close()
     return history
 
 

@@ -81,3 +81,11 @@ def test_mixed_precision_path_trains_on_cpu():
 def test_unknown_optimizer_is_an_error():
     with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
         train(Toy(), mse_loss, regression_batch, config(optimizer="lamb"))
+
+
+def test_time_budget_stops_early_and_still_validates():
+    history = train(Toy(), mse_loss, regression_batch, config(steps=10**6, max_seconds=0.5),
+                    validate=lambda m: {"score": 1.0})
+    steps, _ = history.series("val_score")
+    assert len(steps) == 1 and steps[0] == history.rows[-1]["step"] < 10**6
+    assert 0.5 <= history.last("time_s") < 5
