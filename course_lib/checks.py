@@ -148,3 +148,343 @@ def check_nearest_neighbour(predict: Callable[[Episode], torch.Tensor], seconds:
         if predict(images).tolist() != [2, 0, 1, 0]:
             _fail(name, "images [n, C, H, W] should be flattened to vectors before measuring distances")
     print(f"{name}: all checks passed")
+
+
+def _sinusoid_meta_batch(tasks: int = 3):
+    """A tiny float64 regression problem for the MAML checks: an MLP and a few sinusoid tasks."""
+    from .data.sinusoid import SinusoidTasks
+    from .models import MLP
+
+    torch.manual_seed(0)
+    net = MLP((1, 8, 8, 1)).double()
+    batch = SinusoidTasks(k_shot=5, n_query=5).sample_batch(tasks, torch.Generator().manual_seed(0))
+    batch = Episode(batch.support_x.double(), batch.support_y.double(), batch.query_x.double(),
+                    batch.query_y.double(), batch.task)
+    return net, batch
+
+
+def _reference_meta_loss(net, batch, inner_lr, inner_steps, first_order):
+    from .meta.maml import MAML
+
+    return MAML(net, inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order,
+                task_loss=torch.nn.functional.mse_loss).meta_loss(batch)[0]
+
+
+def _evaluate_at(net, params, x):
+    return torch.func.functional_call(net, params, (x,))
+
+
+def _gradient(net, loss) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, net.parameters())])
+
+
+def check_inner_update(inner_update: Callable, seconds: float = 10) -> None:
+    """Check ``inner_update(net, params, support_x, support_y, inner_lr, loss_fn, create_graph) -> params``."""
+    name = "inner_update"
+    mse = torch.nn.functional.mse_loss
+    net, batch = _sinusoid_meta_batch(1)
+    task = batch[0]
+    params = dict(net.named_parameters())
+    before = {k: v.detach().clone() for k, v in params.items()}
+    with time_limit(seconds, name):
+        adapted = inner_update(net, params, task.support_x, task.support_y, 0.1, mse, True)
+        if not isinstance(adapted, dict) or set(adapted) != set(params):
+            _fail(name, f"should return a dict with the keys {sorted(params)}, got {type(adapted).__name__}")
+        if any(not torch.equal(before[k], params[k]) for k in params):
+            _fail(name, "the network's parameters changed: build new tensors, do not update params in place")
+        if adapted is params:
+            _fail(name, "returned the same dict it was given: return a new dict of new tensors")
+        from .meta.maml import MAML
+        expected = MAML(net, inner_lr=0.1, task_loss=mse).adapt(task.support_x, task.support_y)
+        for key in params:
+            if adapted[key].shape != params[key].shape:
+                _fail(name, f"{key} has shape {tuple(adapted[key].shape)}, expected {tuple(params[key].shape)}")
+            if not torch.allclose(adapted[key], expected[key], atol=1e-10):
+                step = adapted[key] - params[key]
+                hint = (" (the step has the wrong sign: subtract the gradient)"
+                        if torch.allclose(step, -(expected[key] - params[key]), atol=1e-10) else
+                        ": theta' = theta - inner_lr * gradient of the support loss at params")
+                _fail(name, f"adapted {key} is wrong{hint}")
+        query_loss = mse(_evaluate_at(net, adapted, task.query_x), task.query_y)
+        if not query_loss.requires_grad:
+            _fail(name, "the adapted weights are cut off from the graph (detached?): no gradient can reach theta")
+        second = _gradient(net, query_loss)
+        want = _gradient(net, mse(_evaluate_at(net, expected, task.query_x), task.query_y))
+        if not torch.allclose(second, want, rtol=1e-6, atol=1e-10):
+            _fail(name, "with create_graph=True the outer gradient must flow through the inner step: pass "
+                        "create_graph=create_graph to torch.autograd.grad (the Hessian term is missing)")
+        first_params = dict(net.named_parameters())
+        first = inner_update(net, first_params, task.support_x, task.support_y, 0.1, mse, False)
+        first_gradient = _gradient(net, mse(_evaluate_at(net, first, task.query_x), task.query_y))
+        if torch.allclose(first_gradient, second, rtol=1e-6, atol=1e-10):
+            _fail(name, "create_graph=False should give the first-order gradient, but the Hessian term is still there")
+    print(f"{name}: all checks passed")
+
+
+def check_maml_meta_loss(maml_meta_loss: Callable, seconds: float = 20) -> None:
+    """Check ``maml_meta_loss(net, batch, inner_lr, inner_steps, loss_fn, first_order) -> scalar``."""
+    name = "maml_meta_loss"
+    mse = torch.nn.functional.mse_loss
+    net, batch = _sinusoid_meta_batch(3)
+    with time_limit(seconds, name):
+        for steps, first_order in [(1, False), (2, False), (2, True)]:
+            loss = maml_meta_loss(net, batch, 0.05, steps, mse, first_order)
+            if not torch.is_tensor(loss) or loss.dim() != 0:
+                _fail(name, f"should return a scalar tensor, got {loss!r}")
+            want = _reference_meta_loss(net, batch, 0.05, steps, first_order)
+            order = "first" if first_order else "second"
+            if not torch.allclose(loss, want, rtol=1e-8):
+                single = _reference_meta_loss(net, Episode(*(t[:1] for t in (batch.support_x, batch.support_y,
+                                                  batch.query_x, batch.query_y)), batch.task[:1]), 0.05, steps, first_order)
+                hint = ("it equals the loss of the first task only: average over all tasks"
+                        if torch.allclose(loss, single, rtol=1e-8) else
+                        f"with {steps} inner step(s) the mean query loss after adaptation should be {want.item():.6f}")
+                _fail(name, f"{order} order, {steps} inner step(s): got {loss.item():.6f}; {hint}")
+            if not torch.allclose(_gradient(net, loss), _gradient(net, want), rtol=1e-6, atol=1e-10):
+                _fail(name, f"{order} order, {steps} inner step(s): the value is right but the meta-gradient is not: "
+                            "check create_graph=not first_order in the inner updates")
+    print(f"{name}: all checks passed")
+
+
+def check_reptile_step(reptile_step: Callable, seconds: float = 10) -> None:
+    """Check ``reptile_step(theta, adapted_params, outer_lr) -> new theta`` (Reptile's outer step, 04_reptile).
+
+    ``theta`` and each element of the list ``adapted_params`` are dicts of tensors with the same names;
+    the answer is ``theta + outer_lr * (mean over tasks of phi - theta)``, as new tensors.
+    """
+    name = "reptile_step"
+    generator = torch.Generator().manual_seed(0)
+    theta = {"hidden.weight": torch.randn(4, 3, generator=generator, dtype=torch.float64),
+             "hidden.bias": torch.randn(4, generator=generator, dtype=torch.float64)}
+    adapted = [{key: p + torch.randn(p.shape, generator=generator, dtype=torch.float64) for key, p in theta.items()}
+               for _ in range(3)]
+    originals = ({k: v.clone() for k, v in theta.items()}, [{k: v.clone() for k, v in phi.items()} for phi in adapted])
+
+    def interpolate(target: dict, weight: float) -> dict:
+        return {k: theta[k] + weight * (target[k] - theta[k]) for k in theta}
+
+    mean = {k: torch.stack([phi[k] for phi in adapted]).mean(dim=0) for k in theta}
+    outer_lr = 0.2
+    mistakes = [
+        ({k: theta[k] - outer_lr * (mean[k] - theta[k]) for k in theta},
+         "theta moves away from the adapted weights: the step is + outer_lr * (mean phi - theta)"),
+        (interpolate(adapted[-1], outer_lr), "only the last task's adapted weights were used: average over all tasks"),
+        (interpolate(adapted[0], outer_lr), "only the first task's adapted weights were used: average over all tasks"),
+        (interpolate(mean, outer_lr * len(adapted)), "the task differences were summed: average them (divide by the number of tasks)"),
+        (mean, "returned the mean of the adapted weights: that is the update for outer_lr = 1 only; interpolate with outer_lr"),
+        (interpolate(mean, 1 - outer_lr), "the interpolation weights are swapped: theta keeps the weight 1 - outer_lr"),
+        ({k: theta[k] - mean[k] for k in theta}, "returned the pseudo-gradient theta - mean phi, not the new theta"),
+        ({k: outer_lr * (mean[k] - theta[k]) for k in theta}, "returned only the step: add it to theta"),
+    ]
+    with time_limit(seconds, name):
+        got = reptile_step(theta, adapted, outer_lr)
+        if not isinstance(got, dict) or set(got) != set(theta):
+            _fail(name, f"should return a dict with the keys of theta {sorted(theta)}, got {type(got).__name__}")
+        if any(not torch.equal(theta[k], originals[0][k]) for k in theta):
+            _fail(name, "theta was changed in place: return new tensors (theta[name] + ..., not theta[name] += ...)")
+        if any(not torch.equal(phi[k], old[k]) for phi, old in zip(adapted, originals[1]) for k in theta):
+            _fail(name, "the adapted weights were changed in place: leave them as they are")
+        for k in theta:
+            if tuple(got[k].shape) != tuple(theta[k].shape):
+                _fail(name, f"{k} has shape {tuple(got[k].shape)}, expected {tuple(theta[k].shape)}")
+        if not all(torch.allclose(got[k], want, atol=1e-10) for k, want in interpolate(mean, outer_lr).items()):
+            for wrong, hint in mistakes:
+                if all(torch.allclose(got[k], wrong[k], atol=1e-10) for k in theta):
+                    _fail(name, hint)
+            _fail(name, "expected theta + outer_lr * (mean over tasks of phi - theta) for every parameter name")
+        single = reptile_step(theta, adapted[1:2], 1.0)
+        if not all(torch.allclose(single[k], adapted[1][k], atol=1e-10) for k in theta):
+            _fail(name, "with one task and outer_lr = 1 the new theta should be that task's adapted weights")
+    print(f"{name}: all checks passed")
+
+
+def _hand_embeddings() -> tuple[torch.Tensor, torch.Tensor]:
+    """Six 2-D embeddings of 3 classes, labels in shuffled order and unequal counts (1, 2 and 3 shots)."""
+    embeddings = torch.tensor([[1.0, 0.0], [4.0, 4.0], [0.0, 6.0], [3.0, 2.0], [2.0, 3.0], [6.0, 2.0]])
+    labels = torch.tensor([0, 2, 1, 2, 1, 2])
+    return embeddings, labels
+
+
+def check_prototypes(prototypes: Callable, seconds: float = 10) -> None:
+    """Check ``prototypes(embeddings [N*K, D], labels [N*K], n_way) -> [N, D]`` class means."""
+    name = "prototypes"
+    embeddings, labels = _hand_embeddings()
+    want = torch.tensor([[1.0, 0.0], [1.0, 4.5], [13 / 3, 8 / 3]])
+    with time_limit(seconds, name):
+        got = prototypes(embeddings, labels, 3)
+        if not isinstance(got, torch.Tensor):
+            _fail(name, f"should return a tensor [n_way, D], got {type(got).__name__}")
+        if tuple(got.shape) != (3, 2):
+            _fail(name, f"should return one row per class, [n_way, D] = (3, 2) here, got {tuple(got.shape)}")
+        if not torch.allclose(got.float(), want, atol=1e-5):
+            counts = labels.bincount(minlength=3)[:, None].float()
+            if torch.allclose(got.float(), want * counts, atol=1e-5):
+                hint = "you summed the embeddings of each class: divide by the number of examples of that class"
+            elif torch.allclose(got.float(), want * counts / 2, atol=1e-5):
+                hint = ("you divided every class's sum by the same number (N*K / n_way): "
+                        "classes may have different numbers of examples, divide by each class's own count")
+            elif torch.allclose(got.float(), embeddings.mean(0).expand(3, -1), atol=1e-5):
+                hint = "every row is the mean of the whole support set: average only the examples with label k"
+            elif any(torch.allclose(got.float(), grouped, atol=1e-5)
+                     for grouped in (embeddings.view(3, 2, 2).mean(1), embeddings.view(2, 3, 2).mean(0))):
+                hint = ("you reshaped the support set as if it were grouped by class: its order is not guaranteed, "
+                        "select the examples of class k with the labels (labels == k)")
+            else:
+                hint = "row k should be the mean of the embeddings whose label is k"
+            _fail(name, f"on a hand case (labels {labels.tolist()}) the prototypes should be "
+                        f"{[[round(v, 3) for v in row] for row in want.tolist()]}, got "
+                        f"{[[round(v, 3) for v in row] for row in got.float().tolist()]}: {hint}")
+        generator = torch.Generator().manual_seed(0)
+        support = torch.randn(20, 64, generator=generator, requires_grad=True)
+        labels = torch.randperm(20, generator=generator) % 5
+        got = prototypes(support, labels, 5)
+        want = torch.stack([support[labels == k].mean(0) for k in range(5)])
+        if tuple(got.shape) != (5, 64) or not torch.allclose(got, want, atol=1e-5):
+            _fail(name, "a 5-way 4-shot support set of 64-d embeddings gave wrong prototypes: "
+                        "check that you average over examples (dim 0), not over features")
+        if not got.requires_grad:
+            _fail(name, "the prototypes lost their gradient: meta-training backpropagates through them, so use "
+                        "torch operations only (no .numpy(), .item(), .tolist() or torch.no_grad())")
+    print(f"{name}: all checks passed")
+
+
+def check_squared_euclidean(squared_euclidean: Callable, seconds: float = 10) -> None:
+    """Check ``squared_euclidean(a [M, D], b [N, D]) -> [M, N]`` of squared distances ``||a_i - b_j||^2``."""
+    name = "squared_euclidean"
+    a = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0], [3.0, 0.0, 4.0], [1.0, 1.0, 1.0]])
+    b = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    want = torch.tensor([[0.0, 1.0], [9.0, 8.0], [25.0, 20.0], [3.0, 2.0]])
+    with time_limit(seconds, name):
+        got = squared_euclidean(a, b)
+        if not isinstance(got, torch.Tensor):
+            _fail(name, f"should return a tensor [M, N], got {type(got).__name__}")
+        if tuple(got.shape) == (2, 4):
+            _fail(name, "the result is transposed: row i should hold the distances of a[i] (the queries) "
+                        "to every row of b (the prototypes), shape [M, N] = (4, 2) here")
+        if tuple(got.shape) != (4, 2):
+            _fail(name, f"for a [4, 3] and b [2, 3] the result should be [4, 2], got {tuple(got.shape)}: "
+                        "compare every row of a with every row of b, summing over the D features")
+        got = got.float()
+        if not torch.allclose(got, want, atol=1e-4):
+            if torch.allclose(got, want.sqrt(), atol=1e-4):
+                hint = ("you returned the Euclidean distance (torch.cdist, or a square root); ProtoNet uses its "
+                        "square ||a_i - b_j||^2: that is what makes it a linear classifier")
+            elif torch.allclose(got, -want, atol=1e-4):
+                hint = "you returned minus the distance: return the distance; the logits are its negative"
+            elif torch.allclose(got, want / 3, atol=1e-4):
+                hint = "you averaged over the D features: sum the squared differences instead"
+            else:
+                hint = "entry (i, j) should be sum over d of (a[i, d] - b[j, d])**2"
+            _fail(name, f"on a hand case the squared distances should be {want.tolist()}, got {got.tolist()}: {hint}")
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(75, 64, generator=generator, requires_grad=True)
+        b = torch.randn(5, 64, generator=generator)
+        got = squared_euclidean(a, b)
+        if not torch.allclose(got, ((a[:, None] - b[None]) ** 2).sum(-1), rtol=1e-4, atol=1e-3):
+            _fail(name, "75 queries against 5 prototypes in 64-d gave wrong distances: the hand case passed, "
+                        "so look for a loop or a shape that only works for small inputs")
+        if not got.requires_grad:
+            _fail(name, "the distances lost their gradient: use torch operations only (no .numpy() or .item())")
+    print(f"{name}: all checks passed")
+
+
+def check_protonet_logits(protonet_logits: Callable, seconds: float = 10) -> None:
+    """Check ``protonet_logits(support [N*K, D], support_y [N*K], query [N*Q, D], n_way) -> [N*Q, N]``,
+    the logits ``-||f(x) - c_k||^2`` of Prototypical Networks (up to a constant per query, which
+    leaves the softmax unchanged: the linear-head form ``2 c_k . f(x) - ||c_k||^2`` passes too)."""
+    name = "protonet_logits"
+    support, support_y = _hand_embeddings()
+    query = torch.tensor([[1.0, 1.0], [1.0, 4.0], [4.0, 3.0]])
+    protos = torch.tensor([[1.0, 0.0], [1.0, 4.5], [13 / 3, 8 / 3]])
+    want = -((query[:, None] - protos[None]) ** 2).sum(-1)
+    with time_limit(seconds, name):
+        got = protonet_logits(support, support_y, query, 3)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (3, 3):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            _fail(name, f"should return logits [N*Q, n_way] = (3, 3) here, got {shape}")
+        got = got.float()
+        if not torch.allclose(got.log_softmax(1), want.log_softmax(1), atol=1e-4):
+            if torch.allclose(got, -want, atol=1e-4):
+                hint = "you returned the distances: a larger logit must mean a closer prototype, so negate them"
+            elif torch.allclose(got, -(-want).sqrt(), atol=1e-4):
+                hint = "you used the Euclidean distance; ProtoNet uses the squared distance"
+            else:
+                hint = "compute the prototypes of the support set, then minus the squared distances to them"
+            _fail(name, f"on a hand case the logits should be "
+                        f"{[[round(v, 3) for v in row] for row in want.tolist()]}, got "
+                        f"{[[round(v, 3) for v in row] for row in got.tolist()]}: {hint}")
+        if got.argmax(1).tolist() != [0, 1, 2]:
+            _fail(name, "each query should be closest to its own class's prototype here")
+    print(f"{name}: all checks passed")
+
+
+def _direction_clusters(n_way: int, per_class: int, dim: int,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative features separable by direction: class ``k`` points mostly along axis ``k``, with a
+    random length per example; labels in shuffled order (a support set need not be sorted by label)."""
+    labels = torch.randperm(n_way * per_class, generator=generator) % n_way
+    x = 0.2 * torch.rand(len(labels), dim, generator=generator)
+    x[torch.arange(len(labels)), labels] += 1.0
+    return x * (0.5 + 4 * torch.rand(len(labels), 1, generator=generator)), labels
+
+
+def check_linear_probe(linear_probe: Callable, seconds: float = 30) -> None:
+    """Check ``linear_probe(support_features [N*K, D], support_y [N*K], query_features [N*Q, D], n_way)
+    -> query logits [N*Q, n_way]`` of a logistic regression fitted on L2-normalised support features.
+
+    The learner's function is called with the global torch seed reset each time, so a probe that
+    starts from random weights gives the same fit on the same support set.
+    """
+    name = "linear_probe"
+    generator = torch.Generator().manual_seed(0)
+    support, support_y = _direction_clusters(5, 3, 16, generator)
+    query, query_y = _direction_clusters(5, 4, 16, generator)
+    originals = support.clone(), query.clone()
+
+    def probe(support_features, labels, query_features, n_way):
+        torch.manual_seed(0)
+        logits = linear_probe(support_features, labels, query_features, n_way)
+        return logits.detach().float() if isinstance(logits, torch.Tensor) else logits
+
+    with time_limit(seconds, name):
+        got = probe(support, support_y, query, 5)
+        if not isinstance(got, torch.Tensor):
+            _fail(name, f"should return a tensor of query logits [N*Q, n_way], got {type(got).__name__}")
+        if not (torch.equal(support, originals[0]) and torch.equal(query, originals[1])):
+            _fail(name, "the features passed in were changed: normalise into new tensors (F.normalize(x, dim=-1) "
+                        "or x / x.norm(dim=-1, keepdim=True)); `x /= ...` overwrites the caller's features")
+        if tuple(got.shape) == (20,):
+            _fail(name, "returned one value per query (labels?): return the logits [N*Q, n_way] = (20, 5) here; "
+                        "the evaluation takes their argmax")
+        if tuple(got.shape) == (5, 20):
+            _fail(name, "returned [n_way, N*Q] = (5, 20): the logits are transposed, one row per query is expected")
+        if tuple(got.shape) != (20, 5):
+            _fail(name, f"should return logits [N*Q, n_way] = (20, 5) for 20 queries of a 5-way task, "
+                        f"got {tuple(got.shape)}")
+        if not torch.equal(probe(support, support_y, support, 5).argmax(1), support_y):
+            _fail(name, "does not fit linearly separable features: the fitted head should classify every support "
+                        "example correctly. Use support_y as the targets (the support set is not sorted by label) "
+                        "and minimise the cross-entropy long enough (e.g. 100 steps of Adam with lr 0.1)")
+        rescaled = probe(3 * support, support_y, 0.5 * query, 5)
+        if not torch.allclose(rescaled, got, rtol=1e-2, atol=0.05):
+            _fail(name, "the logits changed when the features were rescaled (support x3, queries x0.5): "
+                        "L2-normalise every feature vector, z = x / ||x|| over the last dimension, "
+                        "before fitting and before predicting")
+        alone = probe(support, support_y, query[:2], 5)
+        if not torch.allclose(alone, got[:2], rtol=1e-2, atol=0.05):
+            _fail(name, "the logits of the first two queries changed when the other queries were left out: "
+                        "fit on the support set only, and normalise each query on its own (x.norm() without dim=-1 "
+                        "divides by the norm of the whole matrix)")
+        if not torch.equal(got.argmax(1), query_y):
+            _fail(name, "fits the support set but misclassifies queries of a linearly separable task: "
+                        "predict with the fitted weights on the normalised query features, W z + b")
+        support3, support3_y = _direction_clusters(3, 5, 8, generator)
+        query3, query3_y = _direction_clusters(3, 4, 8, generator)
+        got3 = probe(support3, support3_y, query3, 3)
+        if tuple(got3.shape) != (12, 3):
+            _fail(name, f"for a 3-way task with 12 queries the logits should be (12, 3), got {tuple(got3.shape)}: "
+                        "use n_way and the shapes of the inputs, not fixed sizes")
+        if not torch.equal(got3.argmax(1), query3_y):
+            _fail(name, "misclassifies a linearly separable 3-way 5-shot task in 8 dimensions")
+    print(f"{name}: all checks passed")

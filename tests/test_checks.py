@@ -65,3 +65,205 @@ def test_endless_student_code_is_stopped():
             pass
     with pytest.raises(AssertionError, match="took longer than 0.5 s"):
         check_episode_sampler(endless, seconds=0.5)
+
+
+def reference_inner_update(net, params, support_x, support_y, inner_lr, loss_fn, create_graph):
+    support_loss = loss_fn(torch.func.functional_call(net, params, (support_x,)), support_y)
+    grads = torch.autograd.grad(support_loss, list(params.values()), create_graph=create_graph)
+    return {name: p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
+
+
+def reference_maml_meta_loss(net, batch, inner_lr, inner_steps, loss_fn, first_order=False):
+    losses = []
+    for task in range(batch.support_x.shape[0]):
+        fast = dict(net.named_parameters())
+        for _ in range(inner_steps):
+            fast = reference_inner_update(net, fast, batch.support_x[task], batch.support_y[task], inner_lr,
+                                          loss_fn, not first_order)
+        losses.append(loss_fn(torch.func.functional_call(net, fast, (batch.query_x[task],)), batch.query_y[task]))
+    return torch.stack(losses).mean()
+
+
+def test_maml_checkers_accept_the_reference():
+    from course_lib.checks import check_inner_update, check_maml_meta_loss
+    check_inner_update(reference_inner_update)
+    check_maml_meta_loss(reference_maml_meta_loss)
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (lambda *a: reference_inner_update(*a[:-1], False), "Hessian term is missing"),
+    (lambda net, params, x, y, lr, loss_fn, cg: {k: v.detach() for k, v in
+                                                 reference_inner_update(net, params, x, y, lr, loss_fn, cg).items()},
+     "cut off from the graph"),
+    (lambda net, params, x, y, lr, loss_fn, cg: reference_inner_update(net, params, x, y, -lr, loss_fn, cg), "wrong sign"),
+])
+def test_inner_update_mistakes_are_named(mistake, message):
+    from course_lib.checks import check_inner_update
+    with pytest.raises(AssertionError, match=message):
+        check_inner_update(mistake)
+
+
+def test_meta_loss_on_one_task_only_is_named():
+    from course_lib.checks import check_maml_meta_loss
+
+    def first_task_only(net, batch, *args):
+        return reference_maml_meta_loss(net, batch[0].__class__(*(t[:1] for t in (
+            batch.support_x, batch.support_y, batch.query_x, batch.query_y)), batch.task[:1]), *args)
+    with pytest.raises(AssertionError, match="first task only"):
+        check_maml_meta_loss(first_task_only)
+
+
+def reference_reptile_step(theta, adapted_params, outer_lr):
+    return {name: p + outer_lr * (torch.stack([phi[name] for phi in adapted_params]).mean(dim=0) - p)
+            for name, p in theta.items()}
+
+
+def reptile_step_in_place(theta, adapted_params, outer_lr):
+    for name, new in reference_reptile_step(theta, adapted_params, outer_lr).items():
+        theta[name].copy_(new)
+    return theta
+
+
+def test_reptile_step_checker_accepts_the_reference(capsys):
+    from course_lib.checks import check_reptile_step
+    check_reptile_step(reference_reptile_step)
+    assert "reptile_step: all checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (lambda theta, adapted, lr: reference_reptile_step(theta, adapted, -lr), "moves away"),
+    (lambda theta, adapted, lr: reference_reptile_step(theta, adapted[-1:], lr), "only the last task"),
+    (lambda theta, adapted, lr: reference_reptile_step(theta, adapted, lr * len(adapted)), "were summed"),
+    (lambda theta, adapted, lr: reference_reptile_step(theta, adapted, 1.0), "outer_lr = 1 only"),
+    (lambda theta, adapted, lr: {k: theta[k] - v for k, v in reference_reptile_step(theta, adapted, 1.0).items()},
+     "pseudo-gradient"),
+    (reptile_step_in_place, "changed in place"),
+    (lambda theta, adapted, lr: reference_reptile_step(theta, adapted, 1 - lr), "weights are swapped"),
+])
+def test_reptile_step_mistakes_are_named(mistake, message):
+    from course_lib.checks import check_reptile_step
+    with pytest.raises(AssertionError, match=message):
+        check_reptile_step(mistake)
+
+
+def class_means(embeddings, labels, n_way):
+    return torch.stack([embeddings[labels == k].mean(0) for k in range(n_way)])
+
+
+def reference_logits(support, support_y, query, n_way):
+    return -torch.cdist(query, class_means(support, support_y, n_way)) ** 2
+
+
+def test_correct_protonet_solutions_pass(capsys):
+    from course_lib.checks import check_protonet_logits, check_prototypes, check_squared_euclidean
+    check_prototypes(class_means)
+    check_squared_euclidean(lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1))
+    check_squared_euclidean(lambda a, b: (a ** 2).sum(1, keepdim=True) - 2 * a @ b.T + (b ** 2).sum(1))
+    check_protonet_logits(reference_logits)
+    check_protonet_logits(lambda s, y, q, n: 2 * q @ class_means(s, y, n).T - (class_means(s, y, n) ** 2).sum(1))
+    assert capsys.readouterr().out.count("all checks passed") == 5
+
+
+@pytest.mark.parametrize("prototypes, message", [
+    (lambda e, y, n: torch.stack([e[y == k].sum(0) for k in range(n)]), "you summed"),
+    (lambda e, y, n: torch.stack([e[y == k].sum(0) for k in range(n)]) / (len(y) // n), "each class's own count"),
+    (lambda e, y, n: e.mean(0).expand(n, -1), "mean of the whole support set"),
+    (lambda e, y, n: e.view(n, -1, e.shape[-1]).mean(1), "grouped by class"),
+    (lambda e, y, n: class_means(e, y, n).T, "one row per class"),
+    (lambda e, y, n: torch.tensor(class_means(e, y, n).tolist()), "lost their gradient"),
+])
+def test_prototype_mistakes_are_named(prototypes, message):
+    from course_lib.checks import check_prototypes
+    with pytest.raises(AssertionError, match=message):
+        check_prototypes(prototypes)
+
+
+@pytest.mark.parametrize("distance, message", [
+    (torch.cdist, "Euclidean distance"),
+    (lambda a, b: -torch.cdist(a, b) ** 2, "minus the distance"),
+    (lambda a, b: ((a[:, None] - b[None]) ** 2).mean(-1), "averaged over the D features"),
+    (lambda a, b: (torch.cdist(a, b) ** 2).T, "transposed"),
+    (lambda a, b: torch.tensor((torch.cdist(a, b) ** 2).tolist()), "lost their gradient"),
+])
+def test_distance_mistakes_are_named(distance, message):
+    from course_lib.checks import check_squared_euclidean
+    with pytest.raises(AssertionError, match=message):
+        check_squared_euclidean(distance)
+
+
+@pytest.mark.parametrize("logits, message", [
+    (lambda s, y, q, n: -reference_logits(s, y, q, n), "negate them"),
+    (lambda s, y, q, n: -torch.cdist(q, class_means(s, y, n)), "squared distance"),
+    (lambda s, y, q, n: reference_logits(s, y, q, n).T[:, :2], "logits \\[N\\*Q, n_way\\]"),
+])
+def test_protonet_logit_mistakes_are_named(logits, message):
+    from course_lib.checks import check_protonet_logits
+    with pytest.raises(AssertionError, match=message):
+        check_protonet_logits(logits)
+
+
+def probe_with_random_start_and_lbfgs(support, support_y, query, n_way):
+    """A correct probe written differently: nn.Linear's random start, LBFGS, no weight decay."""
+    head = torch.nn.Linear(support.shape[1], n_way)
+    support, query = torch.nn.functional.normalize(support, dim=-1), torch.nn.functional.normalize(query, dim=-1)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=50)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(support), support_y)
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return head(query)
+
+
+def probe_normalising_in_place(support, support_y, query, n_way):
+    from course_lib.meta.transfer import linear_probe
+    support /= support.norm(dim=-1, keepdim=True)
+    query /= query.norm(dim=-1, keepdim=True)
+    return linear_probe(support, support_y, query, n_way)
+
+
+def probe_without_normalisation(support, support_y, query, n_way):
+    from course_lib.meta.transfer import fit_linear_head
+    weight, bias = fit_linear_head(support, support_y, n_way, steps=100, lr=0.1)
+    return query @ weight.T + bias
+
+
+def probe_with_whole_matrix_norm(support, support_y, query, n_way):
+    return probe_without_normalisation(support / support.norm(), support_y, query / query.norm(), n_way)
+
+
+def probe_assuming_sorted_support(support, support_y, query, n_way):
+    from course_lib.meta.transfer import linear_probe
+    sorted_labels = torch.arange(n_way).repeat_interleave(len(support_y) // n_way)
+    return linear_probe(support, sorted_labels, query, n_way)
+
+
+def test_linear_probe_checker_accepts_correct_probes(capsys):
+    from course_lib.checks import check_linear_probe
+    from course_lib.meta.transfer import linear_probe
+    check_linear_probe(linear_probe)
+    check_linear_probe(probe_with_random_start_and_lbfgs)
+    assert capsys.readouterr().out.count("all checks passed") == 2
+
+
+def reference_probe(support, support_y, query, n_way, **kwargs):
+    from course_lib.meta.transfer import linear_probe
+    return linear_probe(support, support_y, query, n_way, **kwargs)
+
+
+@pytest.mark.parametrize("probe, message", [
+    (probe_normalising_in_place, "features passed in were changed"),
+    (lambda s, y, q, n: reference_probe(s, y, q, n).argmax(1), "one value per query"),
+    (lambda s, y, q, n: reference_probe(s, y, q, n).T, "transposed"),
+    (probe_assuming_sorted_support, "does not fit linearly separable features"),
+    (lambda s, y, q, n: reference_probe(s, y, q, n, steps=0), "does not fit linearly separable features"),
+    (probe_without_normalisation, "changed when the features were rescaled"),
+    (probe_with_whole_matrix_norm, "changed when the other queries were left out"),
+    (lambda s, y, q, n: reference_probe(s, y, q, 5), "use n_way"),
+])
+def test_linear_probe_mistakes_are_named(probe, message):
+    from course_lib.checks import check_linear_probe
+    with pytest.raises(AssertionError, match=message):
+        check_linear_probe(probe)

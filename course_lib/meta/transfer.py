@@ -1,0 +1,292 @@
+"""Transfer learning: the baseline that meta-learning must beat.
+
+Derived in 02_transfer_learning. Two stages, and neither optimises over tasks:
+
+1. **Pretraining**: ordinary supervised classification of *all* meta-train classes at once
+   (548 with rotations on the Omniglot subset) by the conv net with a ``num_classes``-way head,
+
+       min_{theta, W, b}  E_{(x, c)} [ -log softmax(W f_theta(x) + b)_c ].
+
+2. **Adaptation** to a new N-way K-shot task by a rule fixed by hand: the pretraining head is
+   thrown away, the support set trains a new N-way head (or the whole network), and the query
+   set is predicted with it:
+
+   * :func:`linear_probe`: logistic regression on frozen, L2-normalised features (Tian et al. 2020);
+   * :func:`fine_tune_head`: a new linear head trained by SGD on frozen features (the "Baseline"
+     of Chen et al. 2019), the same recipe as
+   * :func:`fine_tune`: a copy of the whole network trained by SGD with a new head.
+
+   ``linear_probe_predict``, ``fine_tune_head_predict`` and ``fine_tune_predict`` wrap them as
+   ``predict(model, episode) -> query logits [N*Q, N]`` for ``evaluate_episodes``.
+
+**Batch norm.** The course's conv net normalises with the statistics of the batch at hand, also at
+test time. A pretrained network is used here the usual transfer-learning way instead:
+:func:`freeze_batch_norm` measures the statistics once on meta-train images and fixes them
+(inference-mode batch norm). Then an image's features depend on that image alone: the 5 images
+of a 1-shot support set and the 75 queries are embedded alike, no query influences another, and
+the features of a whole test set can be computed once (:func:`embed_dataset`) and reused by every
+episode. The adaptation functions accept a network with batch statistics too; they then embed
+the support set and the query set as two separate batches.
+
+References: W.-Y. Chen, Y.-C. Liu, Z. Kira, Y.-C. F. Wang, J.-B. Huang. A Closer Look at Few-shot
+Classification. ICLR 2019, arXiv:1904.04232. Y. Tian, Y. Wang, D. Krishnan, J. B. Tenenbaum,
+P. Isola. Rethinking Few-Shot Image Classification: a Good Embedding Is All You Need? ECCV 2020,
+arXiv:2003.11539.
+
+Example::
+
+    model = pretraining_model(train_classes.num_classes)
+    train(model, classification_loss, ClassificationSampler(train_classes, 64), TrainConfig(steps=600))
+    reference_images = ClassificationSampler(train_classes, 500)(torch.Generator().manual_seed(1)).x
+    backbone = freeze_batch_norm(model, reference_images)
+    evaluate_episodes(functools.partial(linear_probe_predict, backbone), test_episodes)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..data.base import ClassDataset
+from ..data.episodes import Episode, stack_episodes
+from ..evaluate import EvalResult, accuracy
+from ..models import ConvNet
+
+
+@dataclass
+class LabelledBatch:
+    """A batch of ordinary supervised learning: images ``x: [B, C, H, W]``, classes ``y: [B]``."""
+
+    x: Tensor
+    y: Tensor
+
+    def to(self, device: torch.device | str) -> "LabelledBatch":
+        return LabelledBatch(self.x.to(device), self.y.to(device))
+
+
+class ClassificationSampler:
+    """Batches of ``batch_size`` (image, class) pairs drawn uniformly from all examples of ``dataset``.
+
+    Class ``c`` has the label ``c`` in every batch: one classification problem over all
+    ``dataset.num_classes`` classes, not a stream of episodes. It is the training loop's
+    ``sample_batch``: ``ClassificationSampler(train_classes, 64)(generator) -> LabelledBatch``.
+    """
+
+    def __init__(self, dataset: ClassDataset, batch_size: int):
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def __call__(self, generator: torch.Generator) -> LabelledBatch:
+        classes = torch.randint(self.dataset.num_classes, (self.batch_size,), generator=generator)
+        drawings = torch.randint(self.dataset.examples_per_class, (self.batch_size,), generator=generator)
+        x = torch.cat([self.dataset.examples(c, d[None]) for c, d in zip(classes.tolist(), drawings)])
+        return LabelledBatch(x, classes)
+
+
+class CosineClassifier(nn.Module):
+    """The "Baseline++" head of Chen et al. 2019: ``logits_k = scale * cos(w_k, f(x))``.
+
+    ``[B, in_features]`` -> ``[B, n_classes]``. With weights and features normalised, a class is a
+    *direction* in feature space, and pretraining pulls the features of a class together in angle.
+    The fixed ``scale`` sharpens the softmax: cosines in [-1, 1] are too flat for a cross-entropy
+    over hundreds of classes.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, scale: float = 10.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, in_features) / in_features ** 0.5)
+        self.scale = scale
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
+def pretraining_model(num_classes: int, cosine: bool = False, **convnet_kwargs) -> ConvNet:
+    """The course's conv net with a ``num_classes``-way head: linear, or cosine with ``cosine=True``."""
+    model = ConvNet(n_classes=num_classes, **convnet_kwargs)
+    if cosine:
+        model.head = CosineClassifier(model.embedding_dim, num_classes)
+    return model
+
+
+def classification_loss(model: nn.Module, batch: LabelledBatch) -> tuple[Tensor, dict[str, float]]:
+    """The pretraining objective: the mean cross-entropy of ``model(x): [B, num_classes]`` against ``y``."""
+    logits = model(batch.x)
+    return F.cross_entropy(logits, batch.y), {"accuracy": accuracy(logits.detach(), batch.y)}
+
+
+def freeze_batch_norm(model: ConvNet, images: Tensor) -> ConvNet:
+    """A copy of ``model`` whose batch norms normalise with fixed statistics of ``images``, in eval mode.
+
+    Batch norm computes ``gamma * (h - mu) / sqrt(var + eps) + beta`` per channel. The course's conv
+    net takes ``mu, var`` from the batch at hand; the copy takes them, once and for all, from
+    ``images: [M, C, H, W]`` (a few hundred meta-train images: the data the network learnt from).
+    ``model`` itself is not changed.
+    """
+    frozen = copy.deepcopy(model)
+    for norm in frozen.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.track_running_stats, norm.momentum = True, None  # momentum None: a plain average
+            norm.running_mean = torch.zeros(norm.num_features, device=images.device)
+            norm.running_var = torch.ones(norm.num_features, device=images.device)
+            norm.num_batches_tracked = torch.tensor(0, device=images.device)
+    frozen.train()
+    with torch.no_grad():
+        frozen.embed(images)  # training mode with running statistics: records mu and var of `images`
+    return frozen.eval()
+
+
+def _has_frozen_batch_norm(model: nn.Module) -> bool:
+    return all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@torch.no_grad()
+def embed_dataset(model: ConvNet, dataset: ClassDataset) -> ClassDataset:
+    """Every example of ``dataset`` embedded once: a ``ClassDataset`` of features ``[classes, examples, D]``.
+
+    Needs a model from :func:`freeze_batch_norm` (with batch statistics, an image's features would
+    depend on the batch it came in). An ``EpisodeSampler`` over the result draws, for a given seed,
+    exactly the episodes it draws over ``dataset``, with features in place of images.
+    """
+    if not _has_frozen_batch_norm(model):
+        raise ValueError("embed_dataset needs fixed batch-norm statistics: pass freeze_batch_norm(model, images)")
+    model.eval()
+    device = next(model.parameters()).device
+    every_example = torch.arange(dataset.examples_per_class)
+    features = torch.stack([model.embed(dataset.examples(c, every_example).to(device)).cpu()
+                            for c in range(dataset.num_classes)])
+    names = [dataset.class_name(c) for c in range(dataset.num_classes)]
+    return ClassDataset(features, names, f"features of: {dataset.source}", real=dataset.real)
+
+
+@torch.no_grad()
+def embed_episode(model: ConvNet, episode: Episode) -> tuple[Tensor, Tensor]:
+    """Frozen features ``([N*K, D], [N*Q, D])`` of the support and the query set, embedded as two batches
+    with ``model`` in eval mode (fixed statistics if it comes from :func:`freeze_batch_norm`)."""
+    model.eval()
+    return model.embed(episode.support_x), model.embed(episode.query_x)
+
+
+def linear_logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``W x + b`` for every row: ``[..., n, D]``, ``[..., N, D]``, ``[..., N]`` -> ``[..., n, N]``."""
+    return features @ weight.transpose(-2, -1) + bias.unsqueeze(-2)
+
+
+def fit_linear_head(features: Tensor, labels: Tensor, n_way: int, steps: int, lr: float,
+                    weight_decay: float = 0.0, optimizer: str = "adam") -> tuple[Tensor, Tensor]:
+    """A new N-way linear head ``(W: [..., N, D], b: [..., N])`` fitted on ``features: [..., n, D]``.
+
+    Minimises the regularised multinomial logistic loss, from ``W = 0, b = 0``, full batch,
+
+        L(W, b) = 1/n sum_i CE(W x_i + b, y_i) + weight_decay / 2 * ||W||^2,
+
+    by ``steps`` steps of ``"adam"`` or ``"sgd"`` (momentum 0.9). Leading dimensions are separate
+    episodes: the summed loss gives each episode's ``W, b`` the gradient of its own loss, and both
+    optimizers update every entry from its own gradient, so a stack of episodes is fitted at once
+    with the result of fitting them one by one. ``features`` is not modified.
+    """
+    features = features.detach()
+    weight = features.new_zeros(*features.shape[:-2], n_way, features.shape[-1], requires_grad=True)
+    bias = features.new_zeros(*features.shape[:-2], n_way, requires_grad=True)
+    if optimizer == "adam":
+        step = torch.optim.Adam([weight, bias], lr=lr)
+    elif optimizer == "sgd":
+        step = torch.optim.SGD([weight, bias], lr=lr, momentum=0.9)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose adam or sgd")
+    with torch.enable_grad():
+        for _ in range(steps):
+            logits = linear_logits(features, weight, bias)
+            loss = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum") / labels.shape[-1]
+            loss = loss + weight_decay / 2 * weight.pow(2).sum()
+            step.zero_grad()
+            loss.backward()
+            step.step()
+    return weight.detach(), bias.detach()
+
+
+def linear_probe(support_features: Tensor, support_y: Tensor, query_features: Tensor, n_way: int,
+                 steps: int = 100, lr: float = 0.1, weight_decay: float = 1e-3) -> Tensor:
+    """Query logits ``[..., N*Q, N]`` of a logistic regression on L2-normalised features (Tian et al.).
+
+    ``z = x / ||x||`` for every feature vector, :func:`fit_linear_head` on the support set
+    ``(z_i, y_i)`` with Adam (``steps`` steps, learning rate ``lr``, ``weight_decay``), then
+    ``W z + b`` for each query. Shapes: support ``[..., N*K, D]`` and ``[..., N*K]``, query
+    ``[..., N*Q, D]``; leading dimensions are episodes.
+    """
+    support, query = F.normalize(support_features, dim=-1), F.normalize(query_features, dim=-1)
+    weight, bias = fit_linear_head(support, support_y, n_way, steps, lr, weight_decay)
+    return linear_logits(query, weight, bias)
+
+
+def fine_tune_head(support_features: Tensor, support_y: Tensor, query_features: Tensor, n_way: int,
+                   steps: int = 10, lr: float = 0.01) -> Tensor:
+    """Query logits ``[..., N*Q, N]`` of a new linear head trained on frozen, unnormalised features.
+
+    The recipe of :func:`fine_tune` (SGD with momentum 0.9, ``steps`` steps, ``W = 0, b = 0``)
+    with the backbone frozen: as its features never change, they are computed once.
+    """
+    weight, bias = fit_linear_head(support_features, support_y, n_way, steps, lr, optimizer="sgd")
+    return linear_logits(query_features, weight, bias)
+
+
+def fine_tune(model: ConvNet, support_x: Tensor, support_y: Tensor, n_way: int, steps: int = 10,
+              lr: float = 0.01) -> ConvNet:
+    """A copy of ``model`` with a new N-way head ``W = 0, b = 0``, every weight trained on the support set.
+
+    ``min_{theta, W, b} 1/n sum_i CE(W f_theta(x_i) + b, y_i)`` by ``steps`` steps of SGD with
+    momentum 0.9 from the pretrained ``theta``; ``support_x: [N*K, C, H, W]`` is one batch. The copy
+    stays in eval mode, so frozen batch-norm statistics stay fixed while the weights train.
+    ``model`` itself is not changed.
+    """
+    adapted = copy.deepcopy(model).eval()
+    adapted.head = nn.Linear(adapted.embedding_dim, n_way).to(support_x.device)
+    nn.init.zeros_(adapted.head.weight)
+    nn.init.zeros_(adapted.head.bias)
+    optimizer = torch.optim.SGD(adapted.parameters(), lr=lr, momentum=0.9)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(adapted(support_x), support_y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return adapted
+
+
+def _n_way(episode: Episode) -> int:
+    return int(episode.support_y.max()) + 1
+
+
+def linear_probe_predict(model: ConvNet, episode: Episode, **probe_kwargs) -> Tensor:
+    """Adapt by a linear probe on the frozen features of ``model``: query logits ``[N*Q, N]``."""
+    support, query = embed_episode(model, episode)
+    return linear_probe(support, episode.support_y, query, _n_way(episode), **probe_kwargs)
+
+
+def fine_tune_head_predict(model: ConvNet, episode: Episode, **head_kwargs) -> Tensor:
+    """Adapt by training a new last layer on the frozen features of ``model``: query logits ``[N*Q, N]``."""
+    support, query = embed_episode(model, episode)
+    return fine_tune_head(support, episode.support_y, query, _n_way(episode), **head_kwargs)
+
+
+def fine_tune_predict(model: ConvNet, episode: Episode, **fine_tune_kwargs) -> Tensor:
+    """Adapt by fine-tuning a copy of the whole network: query logits ``[N*Q, N]``."""
+    adapted = fine_tune(model, episode.support_x, episode.support_y, _n_way(episode), **fine_tune_kwargs)
+    with torch.no_grad():
+        return adapted(episode.query_x)
+
+
+def evaluate_feature_episodes(adapt: Callable[[Tensor, Tensor, Tensor, int], Tensor],
+                              episodes: Sequence[Episode]) -> EvalResult:
+    """The course protocol for an adaptation rule on feature episodes, all episodes in one call.
+
+    ``adapt(support_features, support_y, query_features, n_way) -> query logits`` must accept a
+    leading episode dimension (as :func:`linear_probe` and :func:`fine_tune_head` do); the result
+    equals ``evaluate_episodes`` over the same episodes one at a time.
+    """
+    batch = stack_episodes(list(episodes))
+    logits = adapt(batch.support_x, batch.support_y, batch.query_x, int(batch.support_y.max()) + 1)
+    return EvalResult("accuracy", (logits.argmax(-1) == batch.query_y).double().mean(-1).cpu())

@@ -1,0 +1,122 @@
+"""Prototypical Networks: prototypes, distances, the linear-head equivalence, and learning on real Omniglot."""
+from functools import partial
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from course_lib.data import load_omniglot
+from course_lib.data.episodes import Episode, EpisodeSampler, fixed_episodes
+from course_lib.evaluate import evaluate_episodes
+from course_lib.meta import protonet
+from course_lib.models import ConvNet
+from course_lib.train import TrainConfig, train
+
+
+def test_prototypes_are_class_means_on_a_hand_case():
+    embeddings = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [10.0, 10.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 2, 1, 2])
+    want = torch.tensor([[2.0, 1.0], [10.0, 10.0], [0.0, 3.0]])
+    assert torch.equal(protonet.prototypes(embeddings, labels, n_way=3), want)
+
+
+def test_prototypes_of_a_meta_batch_are_computed_per_task():
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(4, 6, 3, generator=generator)
+    labels = torch.stack([torch.randperm(6, generator=generator) % 3 for _ in range(4)])
+    batched = protonet.prototypes(embeddings, labels, 3)
+    for task in range(4):
+        assert torch.allclose(batched[task], protonet.prototypes(embeddings[task], labels[task], 3))
+
+
+def test_squared_euclidean_matches_a_loop():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=generator), torch.randn(3, 5, generator=generator)
+    loop = torch.tensor([[sum((a[i, d] - b[j, d]) ** 2 for d in range(5)) for j in range(3)] for i in range(7)])
+    assert torch.allclose(protonet.squared_euclidean(a, b), loop, atol=1e-5)
+
+
+def test_cosine_similarity_matches_torch():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=generator), torch.randn(3, 5, generator=generator)
+    want = F.cosine_similarity(a[:, None], b[None], dim=-1)
+    assert torch.allclose(protonet.cosine_similarity(a, b), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("distance", protonet.DISTANCES)
+def test_a_query_equal_to_a_prototype_gets_its_class(distance):
+    protos = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    logits = protonet.logits_from_prototypes(protos[[3, 0, 4]], protos, distance)
+    assert logits.argmax(dim=1).tolist() == [3, 0, 4]
+
+
+def test_unknown_distance_is_refused():
+    with pytest.raises(ValueError, match="choose one of euclidean, cosine"):
+        protonet.logits_from_prototypes(torch.zeros(2, 3), torch.zeros(2, 3), "manhattan")
+
+
+def test_euclidean_protonet_is_a_linear_head():
+    generator = torch.Generator().manual_seed(0)
+    support, labels = torch.randn(20, 64, generator=generator), torch.arange(5).repeat(4)
+    query = torch.randn(30, 64, generator=generator)
+    protos = protonet.prototypes(support, labels, 5)
+    weight, bias = protonet.linear_head(protos)
+    linear = query @ weight.T + bias
+    euclidean = protonet.logits_from_prototypes(query, protos)
+    # they differ by -||f(x)||^2, the same for every class of a query: the softmax is the same
+    assert torch.allclose(linear - euclidean, query.pow(2).sum(1, keepdim=True).expand(-1, 5), atol=1e-3)
+    assert torch.allclose(linear.softmax(1), euclidean.softmax(1), atol=1e-5)
+
+
+def tiny_batch(n_tasks=2, n_way=3, k_shot=2, n_query=4):
+    generator = torch.Generator().manual_seed(0)
+    return Episode(torch.rand(n_tasks, n_way * k_shot, 1, 28, 28, generator=generator),
+                   torch.arange(n_way).repeat_interleave(k_shot).repeat(n_tasks, 1),
+                   torch.rand(n_tasks, n_way * n_query, 1, 28, 28, generator=generator),
+                   torch.arange(n_way).repeat_interleave(n_query).repeat(n_tasks, 1),
+                   torch.zeros(n_tasks, n_way))
+
+
+@pytest.mark.parametrize("distance", protonet.DISTANCES)
+def test_loss_is_the_query_cross_entropy_of_one_forward_pass(distance):
+    torch.manual_seed(0)
+    model, batch = ConvNet(), tiny_batch()
+    calls = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    loss, metrics = protonet.loss(model, batch, distance=distance)
+    assert calls == [2 * (6 + 12)], "all images of all tasks should be embedded in one forward pass"
+    embeddings = model(torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)).view(2, 18, -1)
+    want = 0.0
+    for task in range(2):
+        protos = protonet.prototypes(embeddings[task, :6], batch.support_y[task], 3)
+        logits = protonet.logits_from_prototypes(embeddings[task, 6:], protos, distance)
+        want += F.cross_entropy(logits, batch.query_y[task]) / 2
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_predict_gives_query_logits_of_one_episode_without_gradients():
+    torch.manual_seed(0)
+    model, episode = ConvNet(), tiny_batch()[0]
+    logits = protonet.predict(model, episode)
+    assert logits.shape == (12, 3) and not logits.requires_grad
+    with torch.no_grad():
+        batched = protonet.episode_logits(model, episode.support_x[None], episode.support_y[None],
+                                          episode.query_x[None])[0]
+    assert torch.allclose(logits, batched)
+
+
+def test_protonet_learns_real_omniglot(course_data):
+    """A short meta-training run on the real subset, scored on held-out alphabets (5-way 1-shot)."""
+    train_classes = load_omniglot("train", source="real")
+    test_classes = load_omniglot("test", source="real")
+    sampler = EpisodeSampler(train_classes, n_way=20, k_shot=1, n_query=5)
+    torch.manual_seed(0)
+    model = ConvNet()
+    config = TrainConfig(steps=100, lr=1e-3, log_every=50, progress=False)
+    train(model, protonet.loss, lambda generator: sampler.sample_batch(1, generator), config)
+    episodes = fixed_episodes(EpisodeSampler(test_classes, n_way=5, k_shot=1, n_query=15), 100, seed=0)
+    result = evaluate_episodes(partial(protonet.predict, model), episodes)
+    assert result.mean >= 0.80, f"ProtoNet after 100 steps: {result} on held-out 5-way 1-shot (chance 20%)"
