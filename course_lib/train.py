@@ -43,6 +43,8 @@ class TrainConfig:
 
     ``lr_step_size``/``lr_gamma``: multiply the learning rate by ``lr_gamma`` every
     ``lr_step_size`` steps (ProtoNet's "halve every 2,000 episodes"); None keeps it constant.
+    ``lr_linear_decay``: instead, decrease it linearly from ``lr`` to 0 over ``steps``,
+    ``lr_t = lr * (1 - t / steps)`` (Reptile's annealed meta step size).
     ``amp``: None = mixed precision on CUDA only; True forces it (bf16 on CPU), False disables.
     ``max_seconds``: stop early once training has taken this long (equal wall-clock budgets for a
     comparison of methods, 06_head_to_head); the history says how many steps were done.
@@ -54,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_step_size: int | None = None
     lr_gamma: float = 0.5
+    lr_linear_decay: bool = False
     grad_clip: float | None = None
     log_every: int = 10
     eval_every: int = 0
@@ -98,6 +101,11 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.lr_linear_decay:
+        if config.lr_step_size:
+            raise ValueError("choose one learning-rate schedule: lr_step_size or lr_linear_decay, not both")
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                                                 total_iters=config.steps)
     step_size = config.lr_step_size or config.steps + 1
     gamma = config.lr_gamma if config.lr_step_size else 1.0
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)

@@ -5,6 +5,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from course_lib.data.base import ClassDataset
+from course_lib.cost import peak_saved_megabytes
 from course_lib.data.episodes import EpisodeSampler
 from course_lib.data.sinusoid import SinusoidTasks
 from course_lib.meta import maml_higher
@@ -74,7 +75,8 @@ def test_second_order_meta_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("variant", [
-    dict(), dict(first_order=True), dict(adapt_head_only=True), dict(meta_sgd=True), dict(inner_steps=3)])
+    dict(), dict(first_order=True), dict(adapt_head_only=True), dict(first_order=True, adapt_head_only=True),
+    dict(meta_sgd=True), dict(inner_steps=3)])
 def test_batched_vmap_path_equals_per_task_loop(variant):
     batch = image_tasks()
     batch = batch.__class__(batch.support_x.double(), batch.support_y, batch.query_x.double(), batch.query_y, batch.task)
@@ -127,6 +129,22 @@ def test_first_order_drops_the_hessian_term():
         loss = F.cross_entropy(functional_call(net, fast, (batch.query_x[task],)), batch.query_y[task])
         expected = expected + torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(fast.values()))]) / 3
     assert relative_difference(first, expected) < 1e-10
+
+
+def test_first_order_reports_the_query_loss_and_holds_one_task_at_a_time():
+    batch = image_tasks(meta_batch_size=4)
+    net = small_convnet().float()
+    first, second = MAML(net, inner_lr=0.4, first_order=True), MAML(net, inner_lr=0.4)
+    loss, metrics = first.meta_loss(batch)
+    query_losses = [F.cross_entropy(functional_call(net, first.adapt(batch.support_x[t], batch.support_y[t]),
+                                                    (batch.query_x[t],)), batch.query_y[t]).item() for t in range(4)]
+    assert loss.item() == pytest.approx(sum(query_losses) / 4, rel=1e-6)
+    assert 0 <= metrics["accuracy"] <= 1
+
+    def held(learner, tasks):
+        return peak_saved_megabytes(lambda: learner.meta_loss(batch[:tasks]))
+    assert held(first, 4) < 1.5 * held(first, 1), "first order frees each task's graph"
+    assert held(second, 4) > 3 * held(second, 1), "second order keeps every task's graph for the outer backward"
 
 
 def test_anil_adapts_only_the_head_and_meta_sgd_learns_step_sizes():

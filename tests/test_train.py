@@ -89,3 +89,11 @@ def test_time_budget_stops_early_and_still_validates():
     steps, _ = history.series("val_score")
     assert len(steps) == 1 and steps[0] == history.rows[-1]["step"] < 10**6
     assert 0.5 <= history.last("time_s") < 5
+
+
+def test_linear_decay_reaches_zero_and_excludes_step_decay():
+    history = train(Toy(), mse_loss, regression_batch, config(lr_linear_decay=True))
+    steps, lrs = history.series("lr")
+    assert lrs == pytest.approx([1e-2 * (1 - s / 40) for s in steps]) and lrs[-1] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="choose one learning-rate schedule"):
+        train(Toy(), mse_loss, regression_batch, config(lr_linear_decay=True, lr_step_size=10))

@@ -127,6 +127,8 @@ class MAML(nn.Module):
 
     def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
         """``L_meta``: the mean query loss after adaptation over a meta-batch ``[B, ...]``."""
+        if self.first_order and not self.meta_sgd and not self.batched:
+            return self._first_order_meta_loss(batch)
         if self.batched:
             params = dict(self.net.named_parameters())
             losses, logits = vmap(self._query_loss_of_task, in_dims=(None, None, 0, 0, 0, 0))(
@@ -139,6 +141,32 @@ class MAML(nn.Module):
                 losses.append(self.task_loss(logits[-1], batch.query_y[task]))
             losses, logits = torch.stack(losses), torch.stack(logits)
         return losses.mean(), self.metrics(logits, batch.query_y)
+
+    def _first_order_meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+        """First-order MAML, one task's graph at a time.
+
+        First order treats ``d theta' / d theta`` as the identity, so the meta-gradient is the mean
+        query gradient at the adapted weights, ``g = mean_tasks grad_theta' L_query(theta')``. Each
+        task's ``g`` is taken at once, which frees that task's activations (memory of one task, not
+        of the meta-batch). The returned loss has the value of ``L_meta`` and the gradient ``g``:
+        ``L_meta + <theta, g> - <theta, g>.detach()``.
+        """
+        params = dict(self.net.named_parameters())
+        summed = {name: torch.zeros_like(p) for name, p in params.items()}
+        losses, logits = [], []
+        for task in range(batch.support_x.shape[0]):
+            fast_weights = self.adapt(batch.support_x[task], batch.support_y[task])
+            task_logits = functional_call(self.net, fast_weights, (batch.query_x[task],))
+            task_loss = self.task_loss(task_logits, batch.query_y[task])
+            grads = torch.autograd.grad(task_loss, [fast_weights[name] for name in params])
+            for name, g in zip(params, grads):
+                summed[name] += g
+            losses.append(task_loss.detach())
+            logits.append(task_logits.detach())
+        n_tasks = len(losses)
+        surrogate = sum((p * (summed[name] / n_tasks)).sum() for name, p in params.items())
+        loss = torch.stack(losses).mean() + surrogate - surrogate.detach()
+        return loss, self.metrics(torch.stack(logits), batch.query_y)
 
     def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
         if self.task_loss is F.cross_entropy:
