@@ -280,3 +280,10 @@ def test_standin_is_learnable_but_not_trivial_for_pixel_1nn():
         correct += (predicted == torch.arange(5).repeat_interleave(5)).sum().item()
         total += len(predicted)
     assert 0.35 < correct / total < 0.85
+
+
+def test_a_fallback_is_announced_once_not_once_per_split(capsys):
+    from course_lib.data.sources import announce_fallback
+    for _ in range(3):
+        announce_fallback("test data not found; using the offline stand-in instead.")
+    assert capsys.readouterr().out.count("using the offline stand-in") == 1

@@ -75,7 +75,8 @@ import torch
 from torch import Tensor
 
 from .base import ClassDataset
-from .sources import DataNotFoundError, _failure_reason, cache_dir, course_data_dir, describe_path, fetch
+from .sources import (DataNotFoundError, announce_fallback, cache_dir, course_data_dir, describe_path, failure_reason,
+                      fetch)
 
 SPLITS = ("train", "val", "test")
 SOURCES = ("auto", "real", "standin")
@@ -199,7 +200,7 @@ def load_clinc(split: str, *, source: str = "auto", download: bool = True) -> In
             raise DataNotFoundError(
                 f"{error}. Put data_full.json and domains.json in COURSE_DATA/clinc150, connect to the "
                 "internet, or use the offline stand-in with source='standin'.", error.reason) from None
-        print(f"{error}; using the offline generated stand-in instead.")
+        announce_fallback(f"{error}; using the offline generated stand-in instead.")
         return load_clinc_standin(split)
     description = f"CLINC150, real: {split} split ({', '.join(SPLIT_DOMAINS[split])}), from {origin}"
     return _split_dataset(utterances, domains, SPLIT_DOMAINS[split], description, real=True)
@@ -268,7 +269,7 @@ def _hub_unreachable_reason() -> str | None:
     try:
         socket.create_connection((HUB_HOST, 443), timeout=HUB_TIMEOUT).close()
     except OSError as error:
-        return _failure_reason(error, HUB_TIMEOUT)
+        return failure_reason(error, HUB_TIMEOUT)
     return None
 
 

@@ -45,8 +45,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
-import tempfile
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -58,8 +56,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from .base import ClassDataset
-from .sources import (DATA_SOURCES, DataNotFoundError, cache_dir, course_data_dir, describe_path,
-                      download as download_file, verify_md5)
+from .sources import (DATA_SOURCES, DataNotFoundError, announce_fallback, cache_dir, course_data_dir, describe_path,
+                      download as download_file, save_atomically, verify_md5)
 from .standin import load_standin
 
 SPLITS = ("train", "val", "test")
@@ -115,7 +113,7 @@ def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = 
                 f"{error}. Put images_background.zip and images_evaluation.zip (or the two _small "
                 "zips) in COURSE_DATA/omniglot, connect to the internet, or use the offline "
                 "stand-in with source='standin'.", error.reason) from None
-        print(f"{error}; using the offline procedural stand-in instead.")
+        announce_fallback(f"{error}; using the offline procedural stand-in instead.")
         return load_standin(split, rotations=rotations)
     images, names = _processed_split(archives, _fingerprint(archives.parts), split)
     kind = "full set (50 alphabets)" if archives.full else "small subset (8 alphabets)"
@@ -199,7 +197,7 @@ def _processed_split(archives: _Archives, fingerprint: str, split: str) -> tuple
             drawings[f"{alphabet}/{character}"][file_name] = png
     names = tuple(sorted(drawings))
     images = torch.stack([_character_images(drawings[name]) for name in names])
-    _save_atomically({"images": images, "class_names": list(names)}, cache_file)
+    save_atomically({"images": images, "class_names": list(names)}, cache_file)
     return images, names
 
 
@@ -258,15 +256,3 @@ def _png_to_ink(png: bytes) -> Tensor:
         ink = ImageOps.invert(image.convert("L"))
         small = ink.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
     return torch.from_numpy(np.asarray(small).copy())
-
-
-def _save_atomically(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)

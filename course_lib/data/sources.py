@@ -25,6 +25,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import torch
+
 
 class DataNotFoundError(RuntimeError):
     """The data is neither local nor downloadable (for example: no network).
@@ -168,12 +170,12 @@ def _stream(url: str, out, timeout: float) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out, 1 << 20)
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
-        reason = _failure_reason(error, timeout)
+        reason = failure_reason(error, timeout)
         _failed_downloads[url] = reason
         raise DataNotFoundError(f"Could not download {url}: {reason}.", reason) from error
 
 
-def _failure_reason(error: Exception, timeout: float) -> str:
+def failure_reason(error: Exception, timeout: float) -> str:
     """A few words on why a download failed, e.g. ``no network: host name not resolved``."""
     if isinstance(error, urllib.error.HTTPError):
         return f"the server answered HTTP {error.code}"
@@ -235,3 +237,28 @@ def _check_entry(name: str, target: Path, archive_name: str) -> None:
     if unsafe:
         raise UnsafeArchiveError(f"{archive_name} holds the entry {name!r}, which would be written outside "
                                  "the target folder; nothing was extracted")
+
+
+def save_atomically(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+        os.replace(temp_name, path)
+    finally:
+        Path(temp_name).unlink(missing_ok=True)
+
+
+_announced: set[str] = set()
+
+
+def announce_fallback(message: str) -> None:
+    """Print that a loader fell back to an offline stand-in, once per message and process.
+
+    A notebook loads three splits; one sentence says it, not three.
+    """
+    if message not in _announced:
+        _announced.add(message)
+        print(message)

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..data.omniglot import _save_atomically
+from ..data.sources import save_atomically
 from ..data.sources import cache_dir
 
 
@@ -80,4 +80,4 @@ class EmbeddingCache:
         added = vectors[list(new.values())].float().cpu()
         self._vectors = torch.cat([self._vectors.view(-1, vectors.shape[1]), added])
         if self.path is not None:
-            _save_atomically({"keys": list(self._rows), "vectors": self._vectors}, self.path)
+            save_atomically({"keys": list(self._rows), "vectors": self._vectors}, self.path)
