@@ -158,7 +158,7 @@ def test_anil_adapts_only_the_head_and_meta_sgd_learns_step_sizes():
     meta_sgd = MAML(net, meta_sgd=True)
     meta_sgd.meta_loss(batch)[0].backward()
     assert all(lr.grad is not None and lr.grad.abs().sum() > 0 for lr in meta_sgd.inner_lrs)
-    with pytest.raises(ValueError, match="nothing to adapt"):
+    with pytest.raises(ValueError, match="no trainable parameter of the network is selected"):
         MAML(net, adapt_head_only=True, head_prefix="classifier.")
 
 

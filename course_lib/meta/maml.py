@@ -50,6 +50,9 @@ class MAML(nn.Module):
         inner_steps: inner gradient steps during meta-training.
         first_order: drop the second-order term (first-order MAML, "FOMAML").
         adapt_head_only: ANIL: adapt only the parameters whose names start with ``head_prefix``.
+        adapted_if: any other choice of fast weights, a test on parameter names, e.g. LoRA's
+            ``lambda name: "lora_" in name or name.startswith("head.")``. Parameters with
+            ``requires_grad=False`` (a frozen pretrained model) are never adapted nor meta-learned.
         meta_sgd: meta-learn a per-parameter inner learning rate (Meta-SGD).
         eval_inner_steps, eval_inner_lr: inner loop at test time (default: as in training).
         task_loss: ``F.cross_entropy`` for classification, ``F.mse_loss`` for regression.
@@ -60,17 +63,20 @@ class MAML(nn.Module):
                  first_order: bool = False, adapt_head_only: bool = False, meta_sgd: bool = False,
                  eval_inner_steps: int | None = None, eval_inner_lr: float | None = None,
                  task_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-                 batched: bool = False, head_prefix: str = "head."):
+                 batched: bool = False, head_prefix: str = "head.",
+                 adapted_if: Callable[[str], bool] | None = None):
         super().__init__()
         self.net = net
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         self.first_order, self.task_loss, self.batched = first_order, task_loss, batched
-        self.adapted = [name for name, _ in net.named_parameters()
-                        if not adapt_head_only or name.startswith(head_prefix)]
+        if adapted_if is None:
+            adapted_if = (lambda name: name.startswith(head_prefix)) if adapt_head_only else (lambda name: True)
+        self.adapted = [name for name, p in net.named_parameters() if p.requires_grad and adapted_if(name)]
         if not self.adapted:
-            raise ValueError(f"no parameter of the network starts with {head_prefix!r}: nothing to adapt")
+            raise ValueError("no trainable parameter of the network is selected for adaptation"
+                             + (f" (none starts with {head_prefix!r})" if adapt_head_only else ""))
         if batched and not first_order and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             raise ValueError("second-order MAML under vmap gets wrong gradients through nn.BatchNorm2d; "
                              "build the network with explicit batch norm, e.g. ConvNet(explicit_batch_norm=True)")
@@ -151,7 +157,7 @@ class MAML(nn.Module):
         of the meta-batch). The returned loss has the value of ``L_meta`` and the gradient ``g``:
         ``L_meta + <theta, g> - <theta, g>.detach()``.
         """
-        params = dict(self.net.named_parameters())
+        params = {name: p for name, p in self.net.named_parameters() if p.requires_grad}
         summed = {name: torch.zeros_like(p) for name, p in params.items()}
         losses, logits = [], []
         for task in range(batch.support_x.shape[0]):
