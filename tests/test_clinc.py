@@ -217,3 +217,16 @@ def test_standin_text_episodes_map_to_their_intents():
     for subset in test.by_domain().values():
         episode = EpisodeSampler(subset, n_way=8, k_shot=1, n_query=2).sample(torch.Generator().manual_seed(0))
         assert_ids_are_utterances_of_their_intents(subset, episode, clinc.generate_utterances)
+
+
+def test_embedded_episodes_carry_the_vectors_of_the_sampled_utterances():
+    test = load_clinc("test", source="standin")
+    vectors = torch.randn(len(test.texts), 6)
+    for subset in [test, *test.by_domain().values()]:
+        embedded = subset.embedded(vectors)
+        assert embedded.data.shape == (*subset.data.shape, 6) and embedded.real == subset.real
+        ids = EpisodeSampler(subset, n_way=3, k_shot=2, n_query=1).sample(torch.Generator().manual_seed(0))
+        vecs = EpisodeSampler(embedded, n_way=3, k_shot=2, n_query=1).sample(torch.Generator().manual_seed(0))
+        assert torch.equal(vecs.support_x, vectors[ids.support_x]) and torch.equal(vecs.query_y, ids.query_y)
+    with pytest.raises(ValueError, match="encode dataset.texts"):
+        test.embedded(vectors[:-1])

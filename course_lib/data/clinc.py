@@ -163,6 +163,17 @@ class IntentDataset(ClassDataset):
         """The utterances with ids ``ids`` (any shape, read in row-major order)."""
         return [self.texts[i] for i in ids.flatten().tolist()]
 
+    def embedded(self, vectors: Tensor) -> ClassDataset:
+        """The same intents with a vector per utterance: ``data`` becomes ``vectors[self.data]``.
+
+        ``vectors: [len(self.texts), D]``, row ``i`` the embedding of ``texts[i]`` (for instance
+        ``SentenceEncoder().encode(dataset.texts)``); the result's ``data`` is
+        ``[intents, utterances_per_intent, D]``, so episodes carry vectors instead of ids.
+        """
+        if len(vectors) != len(self.texts):
+            raise ValueError(f"{len(vectors)} vectors for {len(self.texts)} utterances: encode dataset.texts")
+        return ClassDataset(vectors[self.data], self.intents, f"{self.source}; embedded", real=self.real)
+
     def by_domain(self) -> dict[str, IntentDataset]:
         """One ``IntentDataset`` per domain of this split, holding all of that domain's intents."""
         subsets = {}
