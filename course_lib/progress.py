@@ -6,7 +6,18 @@ import os
 from tqdm.auto import tqdm
 
 
+def bars_hidden() -> bool:
+    """``COURSE_PROGRESS=0`` hides every progress bar (for CI and stored outputs)."""
+    return os.environ.get("COURSE_PROGRESS", "1") == "0"
+
+
 def progress_bar(iterable=None, *, disable: bool = False, **kwargs) -> tqdm:
-    """``tqdm.auto`` with one switch: ``COURSE_PROGRESS=0`` hides every bar (for CI and stored outputs)."""
-    hidden = disable or os.environ.get("COURSE_PROGRESS", "1") == "0"
-    return tqdm(iterable, disable=hidden, dynamic_ncols=True, **kwargs)
+    """``tqdm.auto`` with one switch: ``COURSE_PROGRESS=0`` hides every bar."""
+    return tqdm(iterable, disable=disable or bars_hidden(), dynamic_ncols=True, **kwargs)
+
+
+def hide_library_bars_if_asked() -> None:
+    """Under ``COURSE_PROGRESS=0``, also hide the bars ``transformers`` draws ("Loading weights")."""
+    if bars_hidden():
+        from transformers.utils import logging as transformers_logging
+        transformers_logging.disable_progress_bar()

@@ -50,6 +50,21 @@ def test_noise_is_added_with_its_standard_deviation():
     assert residual.std().item() == pytest.approx(0.5, rel=0.05)
 
 
+def test_a_task_pool_draws_every_w_from_the_same_few_vectors():
+    tasks = icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
+    again = icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
+    assert tasks.pool.shape == (5, 3) and torch.equal(tasks.pool, again.pool)
+    batch = tasks.sample_batch(400, torch.Generator().manual_seed(0))
+    matches = (batch.w[:, None, :] == tasks.pool[None]).all(dim=-1)          # [400, 5]
+    assert torch.all(matches.sum(dim=1) == 1) and torch.all(matches.sum(dim=0) > 40)   # every pool member used
+    assert torch.allclose(batch.y, (batch.x @ batch.w[..., None])[..., 0], atol=1e-5)
+    other = tasks.sample_batch(400, torch.Generator().manual_seed(1))
+    assert not torch.equal(batch.x, other.x)                                 # inputs stay fresh
+    assert icl.LinearRegressionTasks(dim=3, n_points=4).pool is None
+    with pytest.raises(ValueError, match="pool_size"):
+        icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=0)
+
+
 def test_the_sequence_interleaves_x_and_y_tokens_in_separate_slots():
     x, y = torch.randn(2, 3, 4), torch.randn(2, 3)
     tokens = icl.regression_sequence(x, y)

@@ -9,6 +9,8 @@ on what an earlier run (or an older version of the pooling) left behind; that co
 """
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -199,3 +201,11 @@ def test_protonet_on_minilm_embeddings_of_held_out_intents(heldout, record_prope
     record_property("protonet_15way_1shot_within_domain", within_all.mean)
     assert across.mean >= 0.90, f"5-way 1-shot {across} is below the 90% floor"
     assert within_all.mean >= 0.60, f"15-way 1-shot within a domain {within_all} is below the 60% floor"
+
+
+@pytest.mark.parametrize("progress, bar_shown", [("0", False), ("1", True)])
+def test_course_progress_0_hides_the_loading_bar_of_transformers(progress, bar_shown):
+    run = subprocess.run([sys.executable, "-c", "from course_lib.text import SentenceEncoder; SentenceEncoder(cache=False)"],
+                         capture_output=True, text=True, env={**os.environ, "COURSE_PROGRESS": progress}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ("Loading weights" in run.stderr) == bar_shown, run.stderr

@@ -82,17 +82,30 @@ class LinearRegressionTasks:
     ``x_i ~ N(0, I_d)`` and outputs ``y_i = w . x_i + eps_i``, ``eps_i ~ N(0, noise_std^2)``.
 
     Without noise ``Var(y_i) = E||w||^2 = d``: predicting 0 has normalised error 1 (:func:`normalised_error`).
+
+    ``pool_size``: draw ``w`` from a fixed pool of ``pool_size`` vectors (drawn once from ``N(0, I_d)`` with
+    ``pool_seed``, kept in ``self.pool: [pool_size, d]``) instead of a fresh one per task: the low task
+    diversity of Raventos et al. 2023 (arXiv:2306.15063), where a transformer memorises the pool instead of
+    learning to regress in context (08_in_context_learning, section 4). Inputs and noise stay fresh.
     """
 
-    def __init__(self, dim: int, n_points: int, noise_std: float = 0.0):
+    def __init__(self, dim: int, n_points: int, noise_std: float = 0.0, pool_size: int | None = None,
+                 pool_seed: int = 0):
         if dim < 1 or n_points < 1:
             raise ValueError(f"dim and n_points must be at least 1, got {dim} and {n_points}")
+        if pool_size is not None and pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1 (or None for a fresh w per task), got {pool_size}")
         self.dim, self.n_points, self.noise_std = dim, n_points, noise_std
+        self.pool = (None if pool_size is None else
+                     torch.randn(pool_size, dim, generator=torch.Generator().manual_seed(pool_seed)))
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> RegressionBatch:
         """``batch_size`` tasks, every number drawn from ``generator`` (so a seed fixes the batch)."""
         x = torch.randn(batch_size, self.n_points, self.dim, generator=generator)
-        w = torch.randn(batch_size, self.dim, generator=generator)
+        if self.pool is None:
+            w = torch.randn(batch_size, self.dim, generator=generator)
+        else:
+            w = self.pool[torch.randint(len(self.pool), (batch_size,), generator=generator)]
         noise = torch.randn(batch_size, self.n_points, generator=generator)
         y = torch.einsum("bnd,bd->bn", x, w) + self.noise_std * noise
         return RegressionBatch(x, w, y)

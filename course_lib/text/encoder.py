@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from ..progress import progress_bar
+from ..progress import hide_library_bars_if_asked, progress_bar
 from ..runtime import get_device
 from .embedding_cache import EmbeddingCache, cache_file, text_key
 
@@ -150,6 +150,7 @@ def _folder_key(folder: str) -> str:
 
 def _load(location: str, asked_for: str | Path | None):
     """The tokenizer and model at ``location``, or ``ModelNotFoundError`` in one sentence."""
+    hide_library_bars_if_asked()
     try:
         return AutoTokenizer.from_pretrained(location), AutoModel.from_pretrained(location)
     except (OSError, ValueError):

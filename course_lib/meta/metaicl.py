@@ -1,0 +1,122 @@
+"""MetaICL: meta-train a causal language model to learn from the demonstrations in its prompt.
+
+Derived in 09_metaicl. Min, Lewis, Zettlemoyer and Hajishirzi, "MetaICL: Learning to Learn In
+Context", NAACL 2022, arXiv:2110.15943.
+
+A task's episode becomes prompts (:func:`course_lib.text.prompting.build_prompt`): ``k`` labelled
+demonstrations ``(x_1, y_1) .. (x_k, y_k)`` and one query ``x``, its label ``y`` a verbalised intent
+name (``"pin change"``). MetaICL trains on such prompts from meta-training tasks with the negative
+log-likelihood of the query's label tokens only, conditioned on the demonstrations:
+
+    L(theta) = - E_task E_{(x_i, y_i), (x, y)} [ sum_t log p_theta(y_t | x_1, y_1, .., x_k, y_k, x, y_<t) ],
+
+divided here by the number of label tokens in the batch (the demonstrations and the query's own
+words are context, never targets). Testing is plain in-context learning on new tasks: no gradient
+step, the label with the highest (length-normalised) log-likelihood wins
+(:func:`course_lib.text.prompting.label_scores`).
+
+Example (``dataset`` an :class:`~course_lib.data.clinc.IntentDataset`)::
+
+    sampler = PromptBatchSampler(train, tokenizer, n_way=3, k_shot=1, batch_size=16)
+    history = train(model, loss, sampler.sample, TrainConfig(steps=500, lr=3e-4))
+    evaluate_episodes(partial(predict, model, tokenizer, test), test_episodes)
+
+With a pretrained LM, train LoRA adapters on the attention instead of all weights
+(``with_lora(model, target_modules=GPT2_ATTENTION)``), as the full profile does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from ..data.clinc import IntentDataset
+from ..data.episodes import Episode, EpisodeSampler
+from ..text.prompting import build_prompt, label_log_likelihood, label_scores, pack_pairs
+
+GPT2_ATTENTION = ("c_attn",)  # GPT-2's fused query-key-value projection: where LoRA goes
+
+
+def episode_prompts(dataset: IntentDataset, episode: Episode, names: list[str] | None = None,
+                    ) -> tuple[list[str], list[str]]:
+    """The prompts of one episode (one per query, every one with the whole support set as its
+    demonstrations, in support order) and the ``N`` label names, in label order: the intents'
+    own names unless ``names`` are given."""
+    names = names or [dataset.label_names[c] for c in episode.task.tolist()]
+    demonstrations = [(text, names[y]) for text, y in zip(dataset.texts_of(episode.support_x),
+                                                          episode.support_y.tolist())]
+    return [build_prompt(demonstrations, query) for query in dataset.texts_of(episode.query_x)], names
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tokenizer, dataset: IntentDataset, episode: Episode,
+            length_normalise: bool = True) -> Tensor:
+    """Query "logits" ``[N*Q, N]`` of one episode: the log-likelihood of each label name after each
+    query's prompt. For ``evaluate_episodes(partial(predict, model, tokenizer, dataset), episodes)``."""
+    was_training = model.training
+    model.eval()
+    prompts, names = episode_prompts(dataset, episode)
+    scores = label_scores(model, tokenizer, prompts, names, length_normalise)
+    model.train(was_training)
+    return scores
+
+
+@dataclass
+class PromptBatch:
+    """Prompt-and-label pairs packed for a causal LM (:func:`~course_lib.text.prompting.pack_pairs`):
+    ``input_ids``, ``attention_mask``, ``label_mask``, all ``[B, T]``."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    label_mask: Tensor
+
+    def to(self, device: torch.device | str) -> "PromptBatch":
+        return PromptBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+class PromptBatchSampler:
+    """Batches of MetaICL training prompts: ``batch_size`` N-way k-shot episodes of ``dataset``, one
+    query each (drawn at random), every one a prompt with its label name.
+
+    ``shuffle_names``: give each episode's classes its names in a random order (the names of the
+    episode's intents, permuted), so that a label can only be read off the demonstrations, never
+    recalled from the utterance: the label-permutation trick of 08, with words.
+    ``sample(generator)`` draws all its randomness from ``generator``, as the training loop requires.
+    """
+
+    def __init__(self, dataset: IntentDataset, tokenizer, n_way: int, k_shot: int, batch_size: int,
+                 shuffle_names: bool = False):
+        self.dataset, self.tokenizer, self.batch_size = dataset, tokenizer, batch_size
+        self.episodes = EpisodeSampler(dataset, n_way, k_shot, n_query=1)
+        self.shuffle_names = shuffle_names
+
+    def sample(self, generator: torch.Generator) -> PromptBatch:
+        pairs = []
+        for _ in range(self.batch_size):
+            episode = self.episodes.sample(generator)
+            names = [self.dataset.label_names[c] for c in episode.task.tolist()]
+            if self.shuffle_names:
+                names = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+            prompts, names = episode_prompts(self.dataset, episode, names)
+            q = int(torch.randint(len(prompts), (1,), generator=generator))
+            label = names[int(episode.query_y[q])]
+            pairs.append((self.tokenizer(prompts[q], add_special_tokens=False)["input_ids"],
+                          self.tokenizer(" " + label, add_special_tokens=False)["input_ids"]))
+        return PromptBatch(*pack_pairs(pairs))
+
+
+def loss(model: nn.Module, batch: PromptBatch) -> tuple[Tensor, dict[str, float]]:
+    """MetaICL's loss: minus the log-likelihood of the query's label tokens, per label token.
+
+    Only ``batch.label_mask``'s tokens are targets; the demonstrations and the query are context.
+    The output layer runs only on the window of positions that predict a label token
+    (``logits_to_keep``, which every ``transformers`` causal LM takes): a 6,000-word output layer at
+    every position would cost as much as the transformer blocks. Use it as
+    ``train(model, loss, sampler.sample, config)``.
+    """
+    positions = batch.label_mask.any(dim=0).nonzero().flatten()
+    window = torch.arange(int(positions[0]) - 1, int(positions[-1]) + 1, device=batch.input_ids.device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=window).logits
+    log_likelihood, n_tokens = label_log_likelihood(logits, batch.input_ids[:, window], batch.label_mask[:, window])
+    return -log_likelihood.sum() / n_tokens.sum(), {}
