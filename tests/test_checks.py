@@ -267,3 +267,76 @@ def test_linear_probe_mistakes_are_named(probe, message):
     from course_lib.checks import check_linear_probe
     with pytest.raises(AssertionError, match=message):
         check_linear_probe(probe)
+
+
+# ---------------------------------------------------------------- 08: the in-context sequence
+
+def _x_and_y_tokens(x, y):
+    return torch.nn.functional.pad(x, (0, 1)), torch.nn.functional.pad(y[..., None], (x.shape[-1], 0))
+
+
+def test_sequence_checkers_accept_the_library_and_other_correct_versions(capsys):
+    from course_lib.checks import check_episode_sequences, check_regression_sequence
+    from course_lib.meta import icl
+
+    def by_hand(x, y):
+        tokens = torch.zeros(x.shape[0], 2 * x.shape[1], x.shape[2] + 1)
+        tokens[:, 0::2, :-1] = x
+        tokens[:, 1::2, -1] = y
+        return tokens
+
+    check_regression_sequence(icl.regression_sequence)
+    check_regression_sequence(by_hand)
+    check_episode_sequences(lambda b, n: icl.build_sequence(b.support_x, b.support_y, b.query_x, n))
+    assert capsys.readouterr().out.count("all checks passed") == 3
+
+
+@pytest.mark.parametrize("sequence, message", [
+    (lambda x, y: torch.cat([x, y[..., None]], dim=-1), "one token per example"),
+    (lambda x, y: torch.stack([x, y[..., None].expand_as(x)], dim=2).flatten(1, 2), "d slots"),
+    (lambda x, y: torch.stack(_x_and_y_tokens(x, y)[::-1], dim=2).flatten(1, 2), "swapped"),
+    (lambda x, y: torch.cat(_x_and_y_tokens(x, y), dim=1), "interleave"),
+    (lambda x, y: torch.stack([_x_and_y_tokens(x, y)[0], torch.nn.functional.pad(y[..., None], (0, x.shape[-1]))],
+                              dim=2).flatten(1, 2), "first slot"),
+    (lambda x, y: torch.stack([torch.nn.functional.pad(x, (1, 0)), _x_and_y_tokens(x, y)[1]], dim=2).flatten(1, 2),
+     "pad on the right"),
+    (lambda x, y: torch.stack(_x_and_y_tokens(x, y), dim=2).transpose(0, 1).reshape(x.shape[0], -1, x.shape[-1] + 1),
+     "mixed up"),
+    (lambda x, y: torch.tensor(torch.stack(_x_and_y_tokens(x, y), dim=2).flatten(1, 2).tolist()), "gradient"),
+])
+def test_regression_sequence_mistakes_are_named(sequence, message):
+    from course_lib.checks import check_regression_sequence
+    with pytest.raises(AssertionError, match=message):
+        check_regression_sequence(sequence)
+
+
+def _episode_sequences(support_x, support_y, query_x, last_labels):
+    Q = query_x.shape[1]
+    inputs = torch.cat([support_x.repeat_interleave(Q, dim=0), query_x.flatten(0, 1)[:, None]], dim=1)
+    return inputs, torch.cat([support_y.repeat_interleave(Q, dim=0), last_labels[:, None]], dim=1)
+
+
+def _unknown(b, n):
+    return torch.full((b.query_x.shape[0] * b.query_x.shape[1],), n)
+
+
+@pytest.mark.parametrize("sequences, message", [
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x, b.query_y.flatten()), "true label"),
+    (lambda b, n: (torch.cat([b.support_x, b.query_x], 1),
+                   torch.cat([b.support_y, torch.full_like(b.query_y, n)], 1)), "own sequence"),
+    (lambda b, n: tuple(t.roll(1, dims=1) for t in _episode_sequences(b.support_x, b.support_y, b.query_x,
+                                                                      _unknown(b, n))), "comes first"),
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x, _unknown(b, 0)), "n_way = 3"),
+    (lambda b, n: (torch.cat([b.support_x.repeat(b.query_x.shape[1], 1, 1), b.query_x.flatten(0, 1)[:, None]], 1),
+                   _episode_sequences(b.support_x, b.support_y, b.query_x, _unknown(b, n))[1]), "repeat_interleave"),
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y.sort(dim=1).values, b.query_x, _unknown(b, n)),
+     "its own example"),
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x.transpose(0, 1).reshape(b.query_x.shape),
+                                     _unknown(b, n)), "query-major"),
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x, _unknown(b, n))[0], "pair of tensors"),
+    (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x, _unknown(b, n).float()), "integers"),
+])
+def test_episode_sequence_mistakes_are_named(sequences, message):
+    from course_lib.checks import check_episode_sequences
+    with pytest.raises(AssertionError, match=message):
+        check_episode_sequences(sequences)

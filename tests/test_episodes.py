@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from course_lib.data.base import ClassDataset
-from course_lib.data.episodes import EpisodeSampler, fixed_episodes
+from course_lib.data.episodes import EpisodeSampler, MixtureSampler, fixed_episodes
 from course_lib.data.sinusoid import SinusoidTasks
 
 
@@ -72,3 +72,16 @@ def test_sinusoid_tasks_follow_the_maml_family():
     assert batch.support_x.abs().max() <= 5.0 and batch.support_x.shape == (2000, 10, 1)
     expected = amplitude[:, None, None] * torch.sin(batch.query_x - phase[:, None, None])
     assert torch.allclose(batch.query_y, expected)
+
+
+def test_a_mixture_draws_each_task_within_one_group_and_uses_every_group():
+    groups = [ClassDataset(torch.full((4, 6, 1), float(g)), [f"{g}/{c}" for c in range(4)], "coded") for g in range(3)]
+    mixture = MixtureSampler([EpisodeSampler(group, n_way=3, k_shot=1, n_query=2) for group in groups])
+    episodes = fixed_episodes(mixture, 30, seed=0)
+    group_of_task = [int(e.support_x[0]) for e in episodes]
+    assert all(torch.all(e.support_x == g) and torch.all(e.query_x == g) for e, g in zip(episodes, group_of_task))
+    assert set(group_of_task) == {0, 1, 2}
+    again = fixed_episodes(mixture, 30, seed=0)
+    assert all(torch.equal(a.support_x, b.support_x) and torch.equal(a.task, b.task) for a, b in zip(episodes, again))
+    with pytest.raises(ValueError, match="at least one sampler"):
+        MixtureSampler([])

@@ -14,7 +14,7 @@ training loop, :func:`fixed_episodes` and the evaluation protocol work with any 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -101,6 +101,23 @@ class EpisodeSampler(BatchSampler):
             query_y=labels.repeat_interleave(self.n_query),
             task=classes,
         )
+
+
+class MixtureSampler(BatchSampler):
+    """Each task from one of several samplers, picked uniformly at random for every task.
+
+    For tasks within one group of classes, the group drawn anew each time: 15-way episodes within
+    one CLINC150 domain, ``MixtureSampler([EpisodeSampler(d, 15, 1, 5) for d in domains])``.
+    """
+
+    def __init__(self, samplers: Sequence[TaskSampler]):
+        if not samplers:
+            raise ValueError("MixtureSampler needs at least one sampler")
+        self.samplers = list(samplers)
+
+    def sample(self, generator: torch.Generator) -> Episode:
+        which = int(torch.randint(len(self.samplers), (1,), generator=generator))
+        return self.samplers[which].sample(generator)
 
 
 def fixed_episodes(sampler: TaskSampler, num_episodes: int, seed: int = 0) -> list[Episode]:

@@ -39,24 +39,24 @@ GPT2_ATTENTION = ("c_attn",)  # GPT-2's fused query-key-value projection: where 
 
 
 def episode_prompts(dataset: IntentDataset, episode: Episode, names: list[str] | None = None,
-                    ) -> tuple[list[str], list[str]]:
+                    demonstrations: bool = True) -> tuple[list[str], list[str]]:
     """The prompts of one episode (one per query, every one with the whole support set as its
     demonstrations, in support order) and the ``N`` label names, in label order: the intents'
-    own names unless ``names`` are given."""
+    own names unless ``names`` are given. ``demonstrations=False`` leaves the support set out
+    (zero-shot prompts: the query alone), to measure what the demonstrations add."""
     names = names or [dataset.label_names[c] for c in episode.task.tolist()]
-    demonstrations = [(text, names[y]) for text, y in zip(dataset.texts_of(episode.support_x),
-                                                          episode.support_y.tolist())]
-    return [build_prompt(demonstrations, query) for query in dataset.texts_of(episode.query_x)], names
+    shown = [(text, names[y]) for text, y in zip(dataset.texts_of(episode.support_x), episode.support_y.tolist())]
+    return [build_prompt(shown if demonstrations else [], query) for query in dataset.texts_of(episode.query_x)], names
 
 
 @torch.no_grad()
 def predict(model: nn.Module, tokenizer, dataset: IntentDataset, episode: Episode,
-            length_normalise: bool = True) -> Tensor:
+            length_normalise: bool = True, demonstrations: bool = True) -> Tensor:
     """Query "logits" ``[N*Q, N]`` of one episode: the log-likelihood of each label name after each
     query's prompt. For ``evaluate_episodes(partial(predict, model, tokenizer, dataset), episodes)``."""
     was_training = model.training
     model.eval()
-    prompts, names = episode_prompts(dataset, episode)
+    prompts, names = episode_prompts(dataset, episode, demonstrations=demonstrations)
     scores = label_scores(model, tokenizer, prompts, names, length_normalise)
     model.train(was_training)
     return scores
