@@ -15,6 +15,7 @@ tokeniser runs inside ``forward``, on the utterances the ids point to.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 from peft import LoraConfig, get_peft_model
@@ -31,7 +32,9 @@ def with_lora(model: nn.Module, rank: int = 8, alpha: float = 16, target_modules
     all-MiniLM-L6-v2), as in the LoRA paper.
     """
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0)
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():   # peft asks transformers 5 a question it has renamed; nothing to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def is_fast_weight(name: str) -> bool:
