@@ -340,3 +340,63 @@ def test_episode_sequence_mistakes_are_named(sequences, message):
     from course_lib.checks import check_episode_sequences
     with pytest.raises(AssertionError, match=message):
         check_episode_sequences(sequences)
+
+
+# ---------------------------------------------------------------- 07: mean pooling and the LoRA inner step
+
+def _masked_mean(hidden, mask):
+    mask = mask[..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def _lora_step(net, params, x, y, lr, adapted_if):
+    names = [n for n in params if adapted_if(n)]
+    loss = torch.nn.functional.cross_entropy(torch.func.functional_call(net, params, (x,)), y)
+    grads = torch.autograd.grad(loss, [params[n] for n in names])
+    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+
+
+def test_pooling_and_lora_step_checkers_accept_the_reference(capsys):
+    from course_lib.checks import check_lora_inner_step, check_mean_pool
+    check_mean_pool(_masked_mean)
+    check_lora_inner_step(_lora_step)
+    assert capsys.readouterr().out.count("all checks passed") == 2
+
+
+@pytest.mark.parametrize("pool, message", [
+    (lambda h, m: h.mean(1), "padding .mask 0. must not count"),
+    (lambda h, m: (h * m[..., None]).sum(1) / h.shape[1], "divided by T"),
+    (lambda h, m: (h * m[..., None]).sum(1) / m.sum(1, keepdim=True), "all-zero mask"),
+])
+def test_mean_pool_mistakes_are_named(pool, message):
+    from course_lib.checks import check_mean_pool
+    with pytest.raises(AssertionError, match=message):
+        check_mean_pool(pool)
+
+
+def _step_at_module_weights(net, params, x, y, lr, adapted_if):
+    own = dict(net.named_parameters())
+    names = [n for n in params if adapted_if(n)]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y), [own[n] for n in names])
+    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+
+
+def _step_on_every_trainable_weight(net, params, x, y, lr, adapted_if):
+    return _lora_step(net, params, x, y, lr, lambda name: params[name].requires_grad)
+
+
+def _assigning_to_parameters(net, params, x, y, lr, adapted_if):
+    net.parameters = list(_lora_step(net, params, x, y, lr, adapted_if).values())
+    return params
+
+
+@pytest.mark.parametrize("step, message", [
+    (_step_at_module_weights, "functional_call"),
+    (_step_on_every_trainable_weight, "scale changed"),
+    (_assigning_to_parameters, "do not assign to net.parameters"),
+    (lambda net, params, x, y, lr, adapted_if: _lora_step(net, params, x, y, -lr, adapted_if), "wrong sign"),
+])
+def test_lora_inner_step_mistakes_are_named(step, message):
+    from course_lib.checks import check_lora_inner_step
+    with pytest.raises(AssertionError, match=message):
+        check_lora_inner_step(step)
