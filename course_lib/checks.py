@@ -633,3 +633,191 @@ def check_episode_sequences(episode_sequences: Callable, seconds: float = 10) ->
             _fail(name, "2 episodes of 5-way 1-shot with 3 queries per class in 7 dimensions gave wrong sequences: "
                         "read the sizes from the tensors and n_way, do not write them into the code")
     print(f"{name}: all checks passed")
+
+
+def check_mean_pool(mean_pool: Callable, seconds: float = 10) -> None:
+    """Check ``mean_pool(token_embeddings [B, T, D], attention_mask [B, T]) -> [B, D]``."""
+    from .text.encoder import mean_pool as reference
+
+    name = "mean_pool"
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 4, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    with time_limit(seconds, name):
+        pooled = mean_pool(hidden, mask)
+        if not torch.is_tensor(pooled) or pooled.shape != (3, 4):
+            _fail(name, f"should return a [B, D] = [3, 4] tensor, got {getattr(pooled, 'shape', pooled)}")
+        want = reference(hidden, mask)
+        if not torch.allclose(pooled, want, atol=1e-6):
+            if torch.allclose(pooled, hidden.mean(dim=1), atol=1e-6):
+                hint = "it is the plain mean over all T positions: padding (mask 0) must not count"
+            elif torch.allclose(pooled, (hidden * mask[..., None]).sum(dim=1) / hidden.shape[1], atol=1e-6):
+                hint = "padding is zeroed but the sum is divided by T: divide by the number of real tokens"
+            elif torch.allclose(pooled, (hidden * mask[..., None]).sum(dim=1), atol=1e-6):
+                hint = "that is the masked sum: divide it by the number of real tokens, sum_t m_t"
+            else:
+                hint = "expected sum_t m_t h_t / sum_t m_t for each sentence"
+            _fail(name, hint)
+        noisy = hidden.clone()
+        noisy[mask == 0] = 1e3
+        if not torch.allclose(mean_pool(noisy, mask), want, atol=1e-4):
+            _fail(name, "the result changes when the vectors at padded positions change: multiply by the mask")
+        empty = mean_pool(hidden[:1], torch.zeros(1, 5, dtype=torch.long))
+        if not torch.isfinite(empty).all():
+            _fail(name, "a sentence without tokens (all-zero mask) gives NaN or inf: clamp the count, e.g. "
+                        "count.clamp_min(1e-9)")
+    print(f"{name}: all checks passed")
+
+
+class _TinyAdaptedNet(torch.nn.Module):
+    """A frozen linear layer with a low-rank (LoRA-style) change, a trainable scale that is not a fast weight,
+    and a head: the network of the fast-weight checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = torch.nn.Linear(6, 8).double().requires_grad_(False)
+        self.lora_A = torch.nn.Parameter(0.3 * torch.randn(2, 6, dtype=torch.float64))
+        self.lora_B = torch.nn.Parameter(0.3 * torch.randn(8, 2, dtype=torch.float64))
+        self.scale = torch.nn.Parameter(torch.full((8,), 1.5, dtype=torch.float64))
+        self.head = torch.nn.Linear(8, 3).double()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.scale * (self.base(x) + x @ self.lora_A.T @ self.lora_B.T)))
+
+
+def check_lora_inner_step(lora_inner_step: Callable, seconds: float = 10) -> None:
+    """Check ``lora_inner_step(net, params, support_x, support_y, lr, adapted_if) -> params``."""
+    from .text.lora import is_fast_weight
+
+    name = "lora_inner_step"
+    torch.manual_seed(0)
+    net = _TinyAdaptedNet()
+    x, y = torch.randn(6, 6, dtype=torch.float64), torch.arange(3).repeat(2)
+    # adapted weights from an earlier step: the step must use these, not the module's own weights
+    params = {k: (v.detach() + 0.2 * torch.randn_like(v)).requires_grad_() if v.requires_grad else v
+              for k, v in net.named_parameters()}
+    module_before = {k: v.detach().clone() for k, v in net.named_parameters()}
+
+    def step_at(weights):
+        fast = {k: v.detach().requires_grad_() for k, v in weights.items() if is_fast_weight(k)}
+        loss = torch.nn.functional.cross_entropy(torch.func.functional_call(net, {**weights, **fast}, (x,)), y)
+        grads = torch.autograd.grad(loss, list(fast.values()))
+        return {**weights, **{k: v.detach() - 0.5 * g for (k, v), g in zip(fast.items(), grads)}}
+
+    with time_limit(seconds, name):
+        adapted = lora_inner_step(net, params, x, y, 0.5, is_fast_weight)
+        if not isinstance(adapted, dict) or set(adapted) != set(params):
+            _fail(name, f"should return a dict with the keys {sorted(params)}, got {type(adapted).__name__}")
+        if any(not torch.equal(module_before[k], v) for k, v in net.named_parameters()):
+            _fail(name, "the network's own weights changed: return new tensors, never update them in place")
+        if "parameters" in vars(net):
+            _fail(name, "do not assign to net.parameters: the forward pass never reads that attribute (notebook 07)")
+        for key in ("base.weight", "base.bias", "scale"):
+            if not torch.equal(adapted[key], params[key]):
+                _fail(name, f"{key} changed: only the fast weights (those with adapted_if(name) True) adapt; "
+                            "frozen and outer-loop-only weights stay as they are")
+        want, at_module = step_at(params), step_at(dict(net.named_parameters()))
+        for key in ("lora_A", "lora_B", "head.weight", "head.bias"):
+            if adapted[key].shape != params[key].shape:
+                _fail(name, f"{key} has shape {tuple(adapted[key].shape)}, expected {tuple(params[key].shape)}")
+            if not torch.allclose(adapted[key], want[key], atol=1e-10):
+                if torch.allclose(adapted[key], params[key]):
+                    hint = f"{key} did not change: it is a fast weight (adapted_if({key!r}) is True)"
+                elif torch.allclose(adapted[key] - params[key], at_module[key] - dict(net.named_parameters())[key]):
+                    hint = ("the gradient was taken at the module's own weights (net(x)), not at params: "
+                            "evaluate with torch.func.functional_call(net, params, (x,))")
+                elif torch.allclose(adapted[key] - params[key], params[key] - want[key], atol=1e-10):
+                    hint = "the step has the wrong sign: subtract lr * gradient"
+                else:
+                    hint = "expected params[name] - lr * (gradient of the support cross-entropy at params)"
+                _fail(name, f"{key}: {hint}")
+    print(f"{name}: all checks passed")
+
+
+def _tiny_causal_lm():
+    """A randomly initialised 2-layer GPT-2 over 40 tokens (built locally, nothing downloaded), in eval mode."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=40, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=None,
+                        eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def check_label_log_likelihood(label_log_likelihood: Callable, seconds: float = 20) -> None:
+    """Check ``label_log_likelihood(model, prompt_ids, label_ids, length_normalise) -> score`` of one
+    prompt and one label: ``sum_t log p(c_t | prompt, c_<t)``, divided by the label's length if asked.
+
+    Compared with the library's scoring (``course_lib.text.prompting``) on a tiny random GPT-2; the
+    typical mistakes are recognised and named.
+    """
+    from .text.prompting import label_log_likelihood as reference, pack_pairs
+    name = "label_log_likelihood"
+    model = _tiny_causal_lm()
+    cases = [([5, 9, 2, 11, 3, 30], [7]), ([5, 9, 2, 11, 3, 30], [7, 8, 12]), ([21], [4, 33])]
+
+    def variants(prompt, label):
+        ids = torch.tensor([prompt + label])
+        logits = model(input_ids=ids).logits[0].double()
+        log_probs = logits.log_softmax(-1)
+        start = len(prompt)
+        targets = ids[0, start:]
+        right = torch.arange(start - 1, start + len(label) - 1)
+        return {
+            "own position": log_probs[right + 1, targets].sum().item(),
+            "prompt too": log_probs[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum().item(),
+            "no log_softmax": logits[right, targets].sum().item(),
+            "softmax": logits.softmax(-1)[right, targets].sum().item(),
+        }
+
+    def call(prompt, label, normalise):
+        with torch.no_grad():
+            got = label_log_likelihood(model, list(prompt), list(label), normalise)
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                _fail(name, f"should return one number (a 0-d tensor or a float), got a tensor of shape "
+                            f"{tuple(got.shape)}: sum the label tokens' log-probabilities")
+            got = got.item()
+        if not isinstance(got, (float, int)):
+            _fail(name, f"should return one number, got {type(got).__name__}")
+        return float(got)
+
+    with time_limit(seconds, name):
+        for prompt, label in cases:
+            with torch.no_grad():
+                input_ids, attention_mask, label_mask = pack_pairs([(prompt, label)])
+                summed, n_tokens = reference(model(input_ids=input_ids, attention_mask=attention_mask).logits,
+                                             input_ids, label_mask)
+            want_sum = summed.item()
+            want_mean = want_sum / n_tokens.item()
+            got_sum = call(prompt, label, False)
+            described = f"prompt ids {prompt}, label ids {label}"
+            if abs(got_sum - want_sum) > 1e-3:
+                mistake = None
+                for kind, value in variants(prompt, label).items():
+                    if abs(got_sum - value) < 1e-3:
+                        mistake = kind
+                hints = {
+                    "own position": "you read the logits at the label tokens' own positions; the logits at "
+                                    "position i predict token i + 1, so label token t is scored by the logits one "
+                                    "position earlier (the first label token by the prompt's last position)",
+                    "prompt too": "you summed the log-probabilities of the prompt's tokens too; only the label's "
+                                  "tokens count",
+                    "no log_softmax": "you summed raw logits; take log_softmax over the vocabulary first, so that "
+                                      "scores are log-probabilities",
+                    "softmax": "you summed probabilities; sum log-probabilities (log_softmax), so that the score "
+                               "is log p(label | prompt)",
+                }
+                hint = hints.get(mistake, "expected the sum over the label's tokens of log_softmax(logits) at the "
+                                          "position before each token")
+                _fail(name, f"with length_normalise=False, {described}: expected {want_sum:.4f}, got "
+                            f"{got_sum:.4f}: {hint}")
+            got_mean = call(prompt, label, True)
+            if abs(got_mean - want_mean) > 1e-3:
+                if abs(got_mean - want_sum) < 1e-3 and len(label) > 1:
+                    hint = "length_normalise=True should divide the sum by the number of label tokens"
+                else:
+                    hint = "with length_normalise=True, divide the summed log-likelihood by the label's length"
+                _fail(name, f"{described}: expected {want_mean:.4f}, got {got_mean:.4f}: {hint}")
+        if call([5, 9, 2], [7, 8], False) > 0:
+            _fail(name, "a log-likelihood cannot be positive")
+    print(f"{name}: all checks passed")
