@@ -20,6 +20,7 @@ from typing import Sequence
 
 from peft import LoraConfig, get_peft_model
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
 from .encoder import mean_pool
 
@@ -31,7 +32,11 @@ def with_lora(model: nn.Module, rank: int = 8, alpha: float = 16, target_modules
     The defaults adapt the attention's query and value projections (BERT-style names, as in
     all-MiniLM-L6-v2), as in the LoRA paper.
     """
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0)
+    targets = [module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in target_modules]
+    # GPT-2 stores its projections transposed (transformers' Conv1D): peft must be told so
+    transposed = any(isinstance(module, Conv1D) for module in targets)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
+                        fan_in_fan_out=transposed)
     with warnings.catch_warnings():   # peft asks transformers 5 a question it has renamed; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
