@@ -19,11 +19,11 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
-from .base import ClassDataset
+from .base import ClassDataset, TensorBatch
 
 
 @dataclass
-class Episode:
+class Episode(TensorBatch):
     """One task, or a meta-batch of tasks stacked along a leading dimension ``B``.
 
     Shapes for one N-way K-shot task with Q queries per class (images ``[C, H, W]``):
@@ -38,9 +38,6 @@ class Episode:
     query_x: Tensor
     query_y: Tensor
     task: Tensor
-
-    def to(self, device: torch.device | str) -> "Episode":
-        return Episode(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     def __getitem__(self, index: int) -> "Episode":
         """Task ``index`` of a meta-batch."""

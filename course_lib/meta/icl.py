@@ -39,7 +39,7 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import GPT2Config, GPT2Model
 
+from ..data.base import TensorBatch
 from ..data.episodes import Episode
 
 
@@ -66,15 +67,12 @@ def gpt2_backbone(n_positions: int, n_layer: int, n_embd: int, n_head: int) -> G
 # ---------------------------------------------------------------- linear regression in context
 
 @dataclass
-class RegressionBatch:
+class RegressionBatch(TensorBatch):
     """A batch of ``B`` linear regression tasks: ``x: [B, n, d]``, ``w: [B, d]``, ``y: [B, n]``."""
 
     x: Tensor
     w: Tensor
     y: Tensor
-
-    def to(self, device: torch.device | str) -> "RegressionBatch":
-        return RegressionBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class LinearRegressionTasks:

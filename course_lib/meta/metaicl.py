@@ -26,11 +26,12 @@ With a pretrained LM, train LoRA adapters on the attention instead of all weight
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..data.base import TensorBatch
 from ..data.clinc import IntentDataset
 from ..data.episodes import Episode, EpisodeSampler
 from ..text.prompting import build_prompt, label_log_likelihood, label_scores, pack_pairs
@@ -63,16 +64,13 @@ def predict(model: nn.Module, tokenizer, dataset: IntentDataset, episode: Episod
 
 
 @dataclass
-class PromptBatch:
+class PromptBatch(TensorBatch):
     """Prompt-and-label pairs packed for a causal LM (:func:`~course_lib.text.prompting.pack_pairs`):
     ``input_ids``, ``attention_mask``, ``label_mask``, all ``[B, T]``."""
 
     input_ids: Tensor
     attention_mask: Tensor
     label_mask: Tensor
-
-    def to(self, device: torch.device | str) -> "PromptBatch":
-        return PromptBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class PromptBatchSampler:

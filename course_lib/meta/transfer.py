@@ -51,21 +51,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.base import ClassDataset
+from ..data.base import ClassDataset, TensorBatch
 from ..data.episodes import Episode, stack_episodes
 from ..evaluate import EvalResult, accuracy
 from ..models import ConvNet
 
 
 @dataclass
-class LabelledBatch:
+class LabelledBatch(TensorBatch):
     """A batch of ordinary supervised learning: images ``x: [B, C, H, W]``, classes ``y: [B]``."""
 
     x: Tensor
     y: Tensor
-
-    def to(self, device: torch.device | str) -> "LabelledBatch":
-        return LabelledBatch(self.x.to(device), self.y.to(device))
 
 
 class ClassificationSampler:
