@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .runner import REPO, run_course
+from .course.runner import REPO, run_course
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return run_course(args.profile, args.notebooks, args.out, args.timeout)
     if args.command == "exercises":
-        from .exercises import generate_exercises, stale_exercises
+        from .course.exercises import generate_exercises, stale_exercises
         if args.check:
             problems = stale_exercises(REPO / "solutions", REPO / "exercises")
             print("\n".join(problems) if problems else "exercises are up to date")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in written:
             print(f"wrote {path.relative_to(REPO)}")
         return 0
-    from .grading import grade_paths
+    from .course.grading import grade_paths
     try:
         reports = grade_paths(args.paths, args.solutions, args.timeout)
     except FileNotFoundError as error:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.checks import check_confidence_interval, check_episode_sampler, check_nearest_neighbour
+from course_lib.course.checks.episodes_and_ci import check_confidence_interval, check_episode_sampler, check_nearest_neighbour
 from course_lib.data.episodes import Episode, EpisodeSampler
 from course_lib.evaluate import mean_confidence_interval
 
@@ -85,7 +85,7 @@ def reference_maml_meta_loss(net, batch, inner_lr, inner_steps, loss_fn, first_o
 
 
 def test_maml_checkers_accept_the_reference():
-    from course_lib.checks import check_inner_update, check_maml_meta_loss
+    from course_lib.course.checks.maml_inner_and_outer import check_inner_update, check_maml_meta_loss
     check_inner_update(reference_inner_update)
     check_maml_meta_loss(reference_maml_meta_loss)
 
@@ -98,13 +98,13 @@ def test_maml_checkers_accept_the_reference():
     (lambda net, params, x, y, lr, loss_fn, cg: reference_inner_update(net, params, x, y, -lr, loss_fn, cg), "wrong sign"),
 ])
 def test_inner_update_mistakes_are_named(mistake, message):
-    from course_lib.checks import check_inner_update
+    from course_lib.course.checks.maml_inner_and_outer import check_inner_update
     with pytest.raises(AssertionError, match=message):
         check_inner_update(mistake)
 
 
 def test_meta_loss_on_one_task_only_is_named():
-    from course_lib.checks import check_maml_meta_loss
+    from course_lib.course.checks.maml_inner_and_outer import check_maml_meta_loss
 
     def first_task_only(net, batch, *args):
         return reference_maml_meta_loss(net, batch[0].__class__(*(t[:1] for t in (
@@ -125,7 +125,7 @@ def reptile_step_in_place(theta, adapted_params, outer_lr):
 
 
 def test_reptile_step_checker_accepts_the_reference(capsys):
-    from course_lib.checks import check_reptile_step
+    from course_lib.course.checks.reptile_step import check_reptile_step
     check_reptile_step(reference_reptile_step)
     assert "reptile_step: all checks passed" in capsys.readouterr().out
 
@@ -141,7 +141,7 @@ def test_reptile_step_checker_accepts_the_reference(capsys):
     (lambda theta, adapted, lr: reference_reptile_step(theta, adapted, 1 - lr), "weights are swapped"),
 ])
 def test_reptile_step_mistakes_are_named(mistake, message):
-    from course_lib.checks import check_reptile_step
+    from course_lib.course.checks.reptile_step import check_reptile_step
     with pytest.raises(AssertionError, match=message):
         check_reptile_step(mistake)
 
@@ -155,7 +155,7 @@ def reference_logits(support, support_y, query, n_way):
 
 
 def test_correct_protonet_solutions_pass(capsys):
-    from course_lib.checks import check_protonet_logits, check_prototypes, check_squared_euclidean
+    from course_lib.course.checks.prototypes_and_distances import check_protonet_logits, check_prototypes, check_squared_euclidean
     check_prototypes(class_means)
     check_squared_euclidean(lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1))
     check_squared_euclidean(lambda a, b: (a ** 2).sum(1, keepdim=True) - 2 * a @ b.T + (b ** 2).sum(1))
@@ -173,7 +173,7 @@ def test_correct_protonet_solutions_pass(capsys):
     (lambda e, y, n: torch.tensor(class_means(e, y, n).tolist()), "lost their gradient"),
 ])
 def test_prototype_mistakes_are_named(prototypes, message):
-    from course_lib.checks import check_prototypes
+    from course_lib.course.checks.prototypes_and_distances import check_prototypes
     with pytest.raises(AssertionError, match=message):
         check_prototypes(prototypes)
 
@@ -186,7 +186,7 @@ def test_prototype_mistakes_are_named(prototypes, message):
     (lambda a, b: torch.tensor((torch.cdist(a, b) ** 2).tolist()), "lost their gradient"),
 ])
 def test_distance_mistakes_are_named(distance, message):
-    from course_lib.checks import check_squared_euclidean
+    from course_lib.course.checks.prototypes_and_distances import check_squared_euclidean
     with pytest.raises(AssertionError, match=message):
         check_squared_euclidean(distance)
 
@@ -197,7 +197,7 @@ def test_distance_mistakes_are_named(distance, message):
     (lambda s, y, q, n: reference_logits(s, y, q, n).T[:, :2], "logits \\[N\\*Q, n_way\\]"),
 ])
 def test_protonet_logit_mistakes_are_named(logits, message):
-    from course_lib.checks import check_protonet_logits
+    from course_lib.course.checks.prototypes_and_distances import check_protonet_logits
     with pytest.raises(AssertionError, match=message):
         check_protonet_logits(logits)
 
@@ -241,7 +241,7 @@ def probe_assuming_sorted_support(support, support_y, query, n_way):
 
 
 def test_linear_probe_checker_accepts_correct_probes(capsys):
-    from course_lib.checks import check_linear_probe
+    from course_lib.course.checks.linear_probe import check_linear_probe
     from course_lib.meta.transfer import linear_probe
     check_linear_probe(linear_probe)
     check_linear_probe(probe_with_random_start_and_lbfgs)
@@ -264,7 +264,7 @@ def reference_probe(support, support_y, query, n_way, **kwargs):
     (lambda s, y, q, n: reference_probe(s, y, q, 5), "use n_way"),
 ])
 def test_linear_probe_mistakes_are_named(probe, message):
-    from course_lib.checks import check_linear_probe
+    from course_lib.course.checks.linear_probe import check_linear_probe
     with pytest.raises(AssertionError, match=message):
         check_linear_probe(probe)
 
@@ -276,7 +276,7 @@ def _x_and_y_tokens(x, y):
 
 
 def test_sequence_checkers_accept_the_library_and_other_correct_versions(capsys):
-    from course_lib.checks import check_episode_sequences, check_regression_sequence
+    from course_lib.course.checks.in_context_sequence import check_episode_sequences, check_regression_sequence
     from course_lib.meta import icl
 
     def by_hand(x, y):
@@ -305,7 +305,7 @@ def test_sequence_checkers_accept_the_library_and_other_correct_versions(capsys)
     (lambda x, y: torch.tensor(torch.stack(_x_and_y_tokens(x, y), dim=2).flatten(1, 2).tolist()), "gradient"),
 ])
 def test_regression_sequence_mistakes_are_named(sequence, message):
-    from course_lib.checks import check_regression_sequence
+    from course_lib.course.checks.in_context_sequence import check_regression_sequence
     with pytest.raises(AssertionError, match=message):
         check_regression_sequence(sequence)
 
@@ -337,7 +337,7 @@ def _unknown(b, n):
     (lambda b, n: _episode_sequences(b.support_x, b.support_y, b.query_x, _unknown(b, n).float()), "integers"),
 ])
 def test_episode_sequence_mistakes_are_named(sequences, message):
-    from course_lib.checks import check_episode_sequences
+    from course_lib.course.checks.in_context_sequence import check_episode_sequences
     with pytest.raises(AssertionError, match=message):
         check_episode_sequences(sequences)
 
@@ -357,7 +357,7 @@ def _lora_step(net, params, x, y, lr, adapted_if):
 
 
 def test_pooling_and_lora_step_checkers_accept_the_reference(capsys):
-    from course_lib.checks import check_lora_inner_step, check_mean_pool
+    from course_lib.course.checks.pooling_and_lora_step import check_lora_inner_step, check_mean_pool
     check_mean_pool(_masked_mean)
     check_lora_inner_step(_lora_step)
     assert capsys.readouterr().out.count("all checks passed") == 2
@@ -369,7 +369,7 @@ def test_pooling_and_lora_step_checkers_accept_the_reference(capsys):
     (lambda h, m: (h * m[..., None]).sum(1) / m.sum(1, keepdim=True), "all-zero mask"),
 ])
 def test_mean_pool_mistakes_are_named(pool, message):
-    from course_lib.checks import check_mean_pool
+    from course_lib.course.checks.pooling_and_lora_step import check_mean_pool
     with pytest.raises(AssertionError, match=message):
         check_mean_pool(pool)
 
@@ -397,7 +397,7 @@ def _assigning_to_parameters(net, params, x, y, lr, adapted_if):
     (lambda net, params, x, y, lr, adapted_if: _lora_step(net, params, x, y, -lr, adapted_if), "wrong sign"),
 ])
 def test_lora_inner_step_mistakes_are_named(step, message):
-    from course_lib.checks import check_lora_inner_step
+    from course_lib.course.checks.pooling_and_lora_step import check_lora_inner_step
     with pytest.raises(AssertionError, match=message):
         check_lora_inner_step(step)
 
@@ -418,7 +418,7 @@ def _label_scorer(offset=1, prompt_too=False, log_softmax=True, normalise=True):
 
 
 def test_label_scoring_checker_accepts_a_correct_solution(capsys):
-    from course_lib.checks import check_label_log_likelihood
+    from course_lib.course.checks.label_scoring import check_label_log_likelihood
     check_label_log_likelihood(_label_scorer())
     assert "all checks passed" in capsys.readouterr().out
 
@@ -431,6 +431,6 @@ def test_label_scoring_checker_accepts_a_correct_solution(capsys):
     (lambda model, p, c, n: torch.zeros(2, len(c)), "should return one number"),
 ])
 def test_label_scoring_mistakes_are_named(solution, message):
-    from course_lib.checks import check_label_log_likelihood
+    from course_lib.course.checks.label_scoring import check_label_log_likelihood
     with pytest.raises(AssertionError, match=message):
         check_label_log_likelihood(solution)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from course_lib.cost import median_seconds, peak_saved_megabytes
+from course_lib.course.cost import median_seconds, peak_saved_megabytes
 
 
 def test_freed_graphs_stop_counting_and_kept_graphs_add_up():

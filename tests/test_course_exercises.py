@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grading import grade_notebook
+from course_lib.course.grading import grade_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 EXERCISE_SETS = sorted(p.name for p in (REPO / "solutions").glob("*.ipynb"))

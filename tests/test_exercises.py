@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib.exercises import (ExerciseMarkupError, generate_exercises, make_exercise,
+from course_lib.course.exercises import (ExerciseMarkupError, generate_exercises, make_exercise,
                                   stale_exercises)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course_lib import nbexec
-from course_lib.grading import grade_notebook, grade_paths
-from course_lib.nbexec import NotebookCellError, execute_notebook
+from course_lib.course import nbexec
+from course_lib.course.grading import grade_notebook, grade_paths
+from course_lib.course.nbexec import NotebookCellError, execute_notebook
 
 
 def write_notebook(path: Path, *sources: str) -> Path:

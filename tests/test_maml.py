@@ -5,7 +5,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from course_lib.data.base import ClassDataset
-from course_lib.cost import peak_saved_megabytes
+from course_lib.course.cost import peak_saved_megabytes
 from course_lib.data.episodes import EpisodeSampler
 from course_lib.data.sinusoid import SinusoidTasks
 from course_lib.meta import maml_higher

@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from course_lib.runner import run_course, select_notebooks
+from course_lib.course.runner import run_course, select_notebooks
 
 
 def write_notebook(path, *sources):
@@ -13,7 +13,7 @@ def write_notebook(path, *sources):
 
 RECORD = """
 import os
-from course_lib import report
+from course_lib.course import report
 report.record("answer", 42.0, ci95=1.5, unit="points", data="profile " + os.environ["COURSE_PROFILE"])
 """
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import nbformat
 
 from .nbexec import NotebookCellError, execute_notebook
-from .progress import progress_bar
-from .runtime import get_profile
+from ..progress import progress_bar
+from ..runtime import get_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from .evaluate import EvalResult
+from ..evaluate import EvalResult
 
 
 def record(name: str, result: EvalResult | float, *, data: str, unit: str = "",

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .data.episodes import Episode
-from .train import History
+from ..data.episodes import Episode
+from ..train import History
 
 
 def _axes(ax, figsize=(6, 3.5)):

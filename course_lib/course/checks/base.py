@@ -1,0 +1,36 @@
+"""What every checker shares: a time limit and a failure that names the function."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class CheckTimeout(AssertionError):
+    """The learner's function ran longer than the check allows."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str):
+    """Raise :class:`CheckTimeout` if the block runs longer than ``seconds`` (Unix main thread;
+    elsewhere the block runs without a limit)."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise CheckTimeout(f"{what} took longer than {seconds:g} s: look for an endless loop "
+                           "or work that grows with the dataset instead of the episode")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _fail(name: str, message: str) -> None:
+    raise AssertionError(f"{name}: {message}")
