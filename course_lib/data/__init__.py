@@ -2,7 +2,7 @@
 from .base import ClassDataset
 from .clinc import IntentDataset, load_clinc
 from .omniglot import load_omniglot
-from .sources import ChecksumError, DataNotFoundError, UnsafeArchiveError
+from .sources import ChecksumError, CorruptFileError, DataNotFoundError, UnsafeArchiveError
 
-__all__ = ["ClassDataset", "IntentDataset", "load_clinc", "load_omniglot", "ChecksumError", "DataNotFoundError",
+__all__ = ["ClassDataset", "IntentDataset", "load_clinc", "load_omniglot", "ChecksumError", "CorruptFileError", "DataNotFoundError",
            "UnsafeArchiveError"]

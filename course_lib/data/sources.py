@@ -47,6 +47,10 @@ class UnsafeArchiveError(RuntimeError):
     """A zip archive holds an entry that would be written outside its target folder."""
 
 
+class CorruptFileError(RuntimeError):
+    """A file the course wrote (a checkpoint, a cache) cannot be read: truncated, corrupt, or not ours."""
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One downloadable file: it lives at ``<folder>/<filename>`` in COURSE_DATA and in the cache."""
@@ -249,6 +253,22 @@ def save_atomically(obj, path: Path) -> None:
         os.replace(temp_name, path)
     finally:
         Path(temp_name).unlink(missing_ok=True)
+
+
+def read_torch_file(path: Path, what: str, remedy: str):
+    """``torch.load(path, weights_only=True)`` on the CPU, or :class:`CorruptFileError` naming the file.
+
+    ``what`` says what the file is ("checkpoint", "embedding cache"), ``remedy`` what to do about a bad one
+    ("delete it to start over"). ``weights_only=True``: loading a file cannot run code.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises EOFError, RuntimeError, UnpicklingError, ... for a bad file
+        raise CorruptFileError(f"the {what} {describe_path(path)} cannot be read ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else 'no detail'}); it is truncated "
+                               f"or corrupt: {remedy}") from error
 
 
 _announced: set[str] = set()
