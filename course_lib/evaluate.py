@@ -9,16 +9,33 @@ denominator; for ``n`` in the hundreds ``t`` is about 1.96).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from scipy import stats
-from torch import Tensor
+from torch import Tensor, nn
 
 from .data.episodes import Episode
 from .progress import progress_bar
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode (dropout off), then restore every submodule's own mode.
+
+    Every prediction of the course runs inside it. The conv net's batch norm keeps no running
+    statistics, so it normalises with the statistics of the batch it is given in either mode.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def mean_confidence_interval(values: Sequence[float] | Tensor, confidence: float = 0.95) -> tuple[float, float]:
