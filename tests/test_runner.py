@@ -1,4 +1,4 @@
-"""The main job: notebooks run in order, results are collected, a failure is named and stops the run."""
+"""The main job: notebooks run in order, results are collected, every failure is named and the run goes on."""
 import json
 
 import nbformat
@@ -18,12 +18,13 @@ report.record("answer", 42.0, ci95=1.5, unit="points", data="profile " + os.envi
 """
 
 
-def test_run_writes_report_and_names_the_failing_cell(tmp_path, capsys):
+def test_run_writes_report_names_every_failure_and_runs_the_rest(tmp_path, capfd):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     write_notebook(notebooks / "00_first.ipynb", RECORD)
     write_notebook(notebooks / "01_broken.ipynb", "x = 1", "assert x == 2, 'x should be 2'")
-    write_notebook(notebooks / "02_never.ipynb", "print('not reached')")
+    write_notebook(notebooks / "02_after.ipynb", RECORD)
+    write_notebook(notebooks / "03_broken_too.ipynb", "raise KeyError('missing')")
     out = tmp_path / "run"
 
     assert run_course("quick", None, out, timeout=60, folder=notebooks) == 1
@@ -36,11 +37,17 @@ def test_run_writes_report_and_names_the_failing_cell(tmp_path, capsys):
                                               "episodes": None, "data": "profile quick"}
     assert runs["01_broken"]["status"] == "failed"
     assert "code cell 2" in runs["01_broken"]["error"] and "x should be 2" in runs["01_broken"]["error"]
-    assert "02_never" not in runs, "later notebooks build on earlier ones: the run stops"
+    assert runs["02_after"]["status"] == "passed", "a failure does not stop the notebooks after it"
+    assert runs["03_broken_too"]["status"] == "failed" and "KeyError" in runs["03_broken_too"]["error"]
     markdown = (out / "report.md").read_text()
     assert "| 00_first | answer | 42.0 ± 1.5 points |" in markdown and "01_broken: code cell 2" in markdown
+    assert "03_broken_too: code cell 1" in markdown
     assert (out / "notebooks" / "00_first.ipynb").exists()
-    assert "FAILED: notebook 01_broken" in capsys.readouterr().out
+    assert (out / "notebooks" / "01_broken.ipynb").exists(), "the failed notebook is kept with its error, to read"
+    printed, errors = capfd.readouterr()   # file descriptors: what the kernels print reaches them too
+    assert "2 of 4 notebook(s) FAILED" in printed
+    assert "01_broken: code cell 2" in printed and "03_broken_too: code cell 1" in printed
+    assert "without encryption" not in printed + errors, "the kernel's TCP warning reaches the terminal"
 
 
 def test_selection_and_profile_errors(tmp_path):
@@ -57,7 +64,7 @@ def test_floor_assertion_names_the_floor_set(capsys):
     import torch
 
     from course_lib.evaluate import EvalResult
-    from course_lib.report import assert_floor
+    from course_lib.course.report import assert_floor
 
     result = EvalResult("accuracy", torch.tensor([0.7, 0.8]))
     assert_floor("method", result, real=0.7, standin=0.9, real_data=True)

@@ -20,6 +20,7 @@ import asyncio
 import copy
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -44,10 +45,12 @@ class NotebookCellError(Exception):
         first_line: the first line of the cell's source, to recognise the cell.
         ename, evalue: the error's name and message, as the kernel reported them.
         code_cell_number: position of the cell among the code cells, from 1.
+        notebook: the executed copy up to and including the failing cell (its error in the outputs).
     """
 
     def __init__(self, cell_index: int, first_line: str, ename: str, evalue: str,
-                 code_cell_number: int) -> None:
+                 code_cell_number: int, notebook: nbformat.NotebookNode | None = None) -> None:
+        self.notebook = notebook
         self.cell_index = cell_index
         self.first_line = first_line
         self.ename = ename
@@ -68,6 +71,17 @@ class _CurrentPythonKernelSpecs(KernelSpecManager):
             display_name=f"Python {sys.version_info.major}.{sys.version_info.minor}",
             language="python",
         )
+
+
+def _kernel_manager(socket_dir: tempfile.TemporaryDirectory) -> AsyncKernelManager:
+    """A kernel manager that talks to its kernel over IPC sockets in a private folder.
+
+    Not TCP on localhost: no port is opened to other users of the machine, and the kernel has no
+    "running over TCP without encryption" warning to print into the user's terminal. The socket path is
+    absolute, since the kernel runs in the notebook's folder.
+    """
+    return AsyncKernelManager(kernel_spec_manager=_CurrentPythonKernelSpecs(), transport="ipc",
+                              ip=str(Path(socket_dir.name) / "kernel"))
 
 
 def _kernel_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -135,7 +149,7 @@ async def _run_cells(client: NotebookClient, timeout: int | None, allow_errors: 
             error = next((out for out in cell.outputs if out.output_type == "error"), None)
             if error is not None and not allow_errors:
                 first_line = cell.source.strip().split("\n")[0]
-                raise NotebookCellError(index, first_line, error.ename, error.evalue, number)
+                raise NotebookCellError(index, first_line, error.ename, error.evalue, number, client.nb)
             if not kernel_usable:
                 break
 
@@ -158,15 +172,17 @@ def execute_notebook(nb: nbformat.NotebookNode, *, cwd: Path, timeout: int | Non
             ``allow_errors`` is False.
     """
     nb = copy.deepcopy(nb)
+    socket_dir = tempfile.TemporaryDirectory(prefix="course-kernel-")
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
     client = NotebookClient(
         nb,
-        km=AsyncKernelManager(kernel_spec_manager=_CurrentPythonKernelSpecs()),
+        km=_kernel_manager(socket_dir),
         timeout=None,  # the watchdog in _run_cell enforces the timeout
         allow_errors=True,  # _run_cells raises NotebookCellError itself
     )
-    run_sync(_run_cells)(client, timeout, allow_errors, cwd=str(cwd), env=_kernel_env(env))
+    with socket_dir:
+        run_sync(_run_cells)(client, timeout, allow_errors, cwd=str(cwd), env=_kernel_env(env))
     return nb

@@ -5,7 +5,8 @@ kernel, on a profile (``quick`` by default: offline, CPU, small). Into a run fol
 (``runs/<time>-<profile>/`` unless ``--out`` says otherwise) it writes the executed notebooks,
 ``report.md`` and ``report.json``: every headline number a notebook recorded (with its 95% CI
 and the data it was measured on), and each notebook's run time. A failing notebook is named
-with its cell, and the command exits non-zero.
+with its cell; the notebooks after it still run (each starts in a fresh kernel), and at the end
+every failure is listed again and the command exits non-zero.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str], timeout: int) -
         nbformat.write(executed, out_dir / "notebooks" / path.name)
         run.status = "passed"
     except NotebookCellError as error:
+        if error.notebook is not None:   # kept with its error, for reading
+            nbformat.write(error.notebook, out_dir / "notebooks" / path.name)
         run.status = "failed"
         run.error = (f"code cell {error.code_cell_number} (starts with {error.first_line!r}): "
                      f"{error.ename}: {error.evalue}")
@@ -98,7 +101,8 @@ def run_course(profile: str | None = None, selection: list[str] | None = None,
                out_dir: Path | None = None, timeout: int = 1800, folder: Path = NOTEBOOKS) -> int:
     """Run the notebooks in order and write the report; return 0 if all passed, else 1.
 
-    Stops at the first failing notebook, since later notebooks build on earlier ones.
+    A failing notebook does not stop the run: the notebooks share no state (each has a fresh kernel and
+    loads its own data), so the ones after it are still worth running, and every failure is named.
     """
     profile = get_profile(profile).name
     notebooks = select_notebooks(selection, folder)
@@ -118,10 +122,12 @@ def run_course(profile: str | None = None, selection: list[str] | None = None,
         bar.write(f"{run.status:>6}  {run.notebook}  {run.seconds:.0f} s"
                   + "".join(f"\n        {x['name']}: {format_value(x)}" for x in run.results))
         write_report(out_dir, profile, runs)
-        if run.status == "failed":
-            bar.close()
-            print(f"\nFAILED: notebook {run.notebook}, {run.error}")
-            print(f"report: {shown}/report.md")
-            return 1
+    bar.close()
+    failed = [run for run in runs if run.status == "failed"]
+    if failed:
+        print(f"\n{len(failed)} of {len(runs)} notebook(s) FAILED:")
+        print("\n".join(f"  {run.notebook}: {run.error}" for run in failed))
+        print(f"report: {shown}/report.md")
+        return 1
     print(f"all {len(runs)} notebook(s) passed; report: {shown}/report.md")
     return 0
