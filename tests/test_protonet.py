@@ -86,13 +86,14 @@ def test_loss_is_the_query_cross_entropy_of_one_forward_pass(distance):
     loss, metrics = protonet.loss(model, batch, distance=distance)
     assert calls == [2 * (6 + 12)], "all images of all tasks should be embedded in one forward pass"
     embeddings = model(torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)).view(2, 18, -1)
-    want = 0.0
+    want, correct = 0.0, 0
     for task in range(2):
         protos = protonet.prototypes(embeddings[task, :6], batch.support_y[task], 3)
         logits = protonet.logits_from_prototypes(embeddings[task, 6:], protos, distance)
         want += F.cross_entropy(logits, batch.query_y[task]) / 2
+        correct += (logits.argmax(-1) == batch.query_y[task]).sum().item()
     assert torch.allclose(loss, want, atol=1e-5)
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["accuracy"] == pytest.approx(correct / 24), "accuracy over every query of the meta-batch"
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
