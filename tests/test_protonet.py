@@ -109,6 +109,15 @@ def test_predict_gives_query_logits_of_one_episode_without_gradients():
     assert torch.allclose(logits, batched)
 
 
+def test_predict_scores_with_dropout_off_and_restores_the_mode():
+    torch.manual_seed(0)
+    model, episode = torch.nn.Sequential(ConvNet(), torch.nn.Dropout(0.5)), tiny_batch()[0]
+    model.train()
+    first, second = protonet.predict(model, episode), protonet.predict(model, episode)
+    assert torch.equal(first, second), "dropout must be off when scoring"
+    assert model.training and model[1].training, "predict leaves the model in the mode it found it in"
+
+
 def test_protonet_learns_real_omniglot(course_data):
     """A short meta-training run on the real subset, scored on held-out alphabets (5-way 1-shot)."""
     train_classes = load_omniglot("train", source="real")

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.episodes import Episode
+from ..evaluate import eval_mode
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -133,6 +134,10 @@ def loss(model: nn.Module, batch: Episode, distance: str = "euclidean",
 def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
             scale: float = COSINE_SCALE) -> Tensor:
     """Query logits ``[N*Q, N]`` for ONE episode (``support_x: [N*K, C, H, W]``), for
-    ``evaluate_episodes(functools.partial(protonet.predict, model), episodes)``."""
-    return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
-                          distance, scale)[0]
+    ``evaluate_episodes(functools.partial(protonet.predict, model), episodes)``.
+
+    In eval mode (dropout off; the conv net's batch norm still uses the batch's statistics), modes restored after.
+    """
+    with eval_mode(model):
+        return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
+                              distance, scale)[0]
