@@ -201,7 +201,8 @@ def check_resumable(state: Any, config: TrainConfig, model: nn.Module, path: Pat
             differences += _layout_differences(model_layout(state["model"]), model_layout(model.state_dict()))
     if differences:
         raise CheckpointMismatchError(
-            f"the checkpoint {describe_path(path)} was saved by a different run: {'; '.join(differences)}. "
+            f"the checkpoint {describe_path(path)} was saved by a different run (saved -> now): "
+            f"{'; '.join(differences)}. "
             "Resume it with the settings and model it was saved with, or start over: delete the file or "
             "choose another checkpoint_path")
 
@@ -289,13 +290,14 @@ def train(model: nn.Module,
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         runtime.set_rng_state(state["rng"])
-        history, window, start, elapsed = History(state["history"]), state["window"], state["step"], state["elapsed"]
+        history, window = History(state["history"]), state["window"]
+        start, elapsed = state["step"], state["elapsed"]
 
     def checkpoint(step: int) -> None:
         if not all_finite(model.state_dict().values()):
-            raise NonFiniteError(f"the weights became non-finite at step {step}; they were not saved, and "
-                                 f"{describe_path(checkpoint_path)} keeps the last good checkpoint: lower the "
-                                 "learning rate or set grad_clip")
+            raise NonFiniteError(f"the weights became non-finite at step {step} and were not saved: "
+                                 f"{describe_path(checkpoint_path)} keeps the last good checkpoint, if any; "
+                                 "lower the learning rate or set grad_clip")
         save_atomically({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

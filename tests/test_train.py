@@ -47,7 +47,8 @@ def validate_np(model):
 
 def same_history(a, b):
     """Row for row equal, apart from the wall-clock time and the memory."""
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "peak_memory_mb")} for r in rows]  # noqa: E731
+    def strip(rows):
+        return [{k: v for k, v in row.items() if k not in ("time_s", "peak_memory_mb")} for row in rows]
     return strip(a.rows) == strip(b.rows)
 
 
@@ -132,7 +133,8 @@ def test_resume_with_another_config_is_refused(saved_run, change, difference):
 
 
 def test_resume_with_another_model_is_refused(saved_run):
-    with pytest.raises(CheckpointMismatchError, match=re.escape("model net.0.weight: [16, 1] float32 -> [32, 1] float32")):
+    difference = "model net.0.weight: [16, 1] float32 -> [32, 1] float32"
+    with pytest.raises(CheckpointMismatchError, match=re.escape(difference)):
         train(Toy(width=32), mse_loss, regression_batch, saved_run)
 
 
@@ -159,7 +161,7 @@ def test_nan_guard_stops_with_a_clear_message():
 
 
 def nan_gradient_at(step):
-    """``mse_loss``, but at call ``step`` plus ``sqrt(|w - w|^2)``: a finite loss (0 added) whose gradient is NaN."""
+    """``mse_loss``, plus ``sqrt(|w - w|^2)`` at call ``step``: 0 is added to the loss, but its gradient is NaN."""
     calls = 0
 
     def loss_fn(model, batch):
@@ -194,11 +196,13 @@ def test_non_finite_gradients_stop_before_the_step_and_the_last_checkpoint_resum
 def test_fp16_loss_scaling_skips_a_step_with_non_finite_gradients(monkeypatch):
     # The scaler unscales, finds the NaN and skips the step (and lowers its scale); without the skip the
     # NaN would reach the weights and the next loss would stop the run.
-    monkeypatch.setattr(runtime, "grad_scaler", lambda device, dtype: torch.amp.GradScaler("cpu", enabled=True))
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    monkeypatch.setattr(runtime, "grad_scaler", lambda device, dtype: scaler)
     model = Toy()
     history = train(model, nan_gradient_at(4), regression_batch, config(steps=10))
     assert history.last("step") == 10
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert scaler.get_scale() == 2.0**16 / 2, "one step skipped: the scale halved once"
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
@@ -213,7 +217,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
                 model.net[3].bias.fill_(float("inf"))
         return loss
     cfg = config(steps=8, checkpoint_every=1, checkpoint_path=tmp_path / "ckpt.pt")
-    with pytest.raises(NonFiniteError, match=r"weights became non-finite at step 4.*ckpt\.pt keeps the last good"):
+    with pytest.raises(NonFiniteError, match=r"weights became non-finite at step 4 .*ckpt\.pt keeps the last good"):
         train(Toy(), loss_fn, regression_batch, cfg)
     saved = load_checkpoint(cfg.checkpoint_path)
     assert saved["step"] == 3 and all(torch.isfinite(t).all() for t in saved["model"].values())
@@ -267,7 +271,8 @@ def test_mixed_precision_path_trains_on_cpu():
     (dict(checkpoint_every=10), "checkpoint_every=10 needs a checkpoint_path to save to"),
     (dict(optimizer="lamb"), "unknown optimizer 'lamb': choose one of adam, adamw, sgd"),
     (dict(lr_step_size=0), "lr_step_size=0: decay every 1 step or more, or None for a constant rate"),
-    (dict(lr_linear_decay=True, lr_step_size=10), "choose one learning-rate schedule: lr_step_size or lr_linear_decay"),
+    (dict(lr_linear_decay=True, lr_step_size=10),
+     "lr_step_size=10 and lr_linear_decay=True: choose one learning-rate schedule"),
     (dict(max_seconds=0), "max_seconds=0: give a positive time budget, or None for no limit"),
     (dict(grad_clip=-1.0), "grad_clip=-1.0: clip to a positive norm, or None for no clipping"),
 ])
