@@ -44,7 +44,7 @@ from .progress import progress_bar
 
 
 class NonFiniteError(RuntimeError):
-    """A gradient or the weights became NaN or infinite: training stops rather than corrupting them."""
+    """The loss, a gradient or the weights became NaN or infinite: training stops rather than corrupting them."""
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -58,8 +58,8 @@ class CheckpointMismatchError(ValueError):
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 # The TrainConfig fields a resume may change: where and how often to save, when to stop for time, how
-# the run shows. They change neither the weights a run computes nor its history (``max_seconds`` only
-# decides where a run stops: resume with more time to go on). Every other field is stored in the
+# the run shows. They do not change the weights a run computes (``max_seconds`` decides only where a run
+# stops, and its last row records that: resume with more time to go on). Every other field is stored in the
 # checkpoint and must match, ``log_every`` and ``eval_every`` included: ``log_every`` decides which
 # losses a history row averages (the stored unfinished window belongs to it), and ``validate`` may
 # draw from the global random state, so when it runs can change the weights too.
