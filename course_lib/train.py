@@ -8,33 +8,62 @@ Reptile a surrogate whose gradient is the pseudo-gradient). The loop does the re
 * sample a batch from a seeded generator, move it to the device;
 * forward under mixed precision (on GPU), backward with a gradient scaler (fp16 only);
 * gradient clipping, optimizer step, learning-rate schedule;
-* a guard that stops with a clear message when the loss is NaN or infinite;
-* periodic validation on fixed episodes and a metrics history (loss, lr, wall time,
-  peak memory, validation scores) for plots;
-* atomic checkpoints every ``checkpoint_every`` steps and exact resume: model, optimizer,
-  scheduler, scaler, every random state and the step, so an interrupted run (a Colab
-  disconnect) continues as if it had never stopped.
+* guards that stop with a clear message, before the optimizer step, when the loss or a gradient is
+  NaN or infinite (under fp16 loss scaling the scaler skips a step whose gradients overflowed
+  instead, as it is designed to), and that never write a checkpoint whose weights are not finite;
+* validation on fixed episodes, in eval mode, every ``eval_every`` steps and after the last step,
+  and a metrics history (loss, lr, wall time, peak memory, validation scores) for plots;
+* atomic checkpoints every ``checkpoint_every`` steps and exact resume, so an interrupted run
+  (a Colab disconnect) continues as if it had never stopped.
+
+A checkpoint holds the model, optimizer, scheduler and scaler states, every random state, the
+step, the elapsed time, the history with the unfinished logging window, the run's configuration
+(every :class:`TrainConfig` field but those in ``RESUMABLE_CHANGES``) and a digest of the model's
+parameter and buffer names, shapes and dtypes. A resume refuses, with
+:class:`CheckpointMismatchError`, a checkpoint written with another configuration or for another
+model, and with :class:`~course_lib.data.sources.CorruptFileError` a truncated or corrupt file.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from . import runtime
+from .data.sources import describe_path, read_torch_file, save_atomically
+from .evaluate import eval_mode
 from .progress import progress_bar
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: training stops rather than corrupting the weights."""
+class NonFiniteError(RuntimeError):
+    """The loss, a gradient or the weights became NaN or infinite: training stops rather than corrupting them."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """The loss became NaN or infinite."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint to resume was written by another run: another configuration or another model."""
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+# The TrainConfig fields a resume may change: where and how often to save, when to stop for time, how
+# the run shows. They do not change the weights a run computes (``max_seconds`` decides only where a run
+# stops, and its last row records that: resume with more time to go on). Every other field is stored in the
+# checkpoint and must match, ``log_every`` and ``eval_every`` included: ``log_every`` decides which
+# losses a history row averages (the stored unfinished window belongs to it), and ``validate`` may
+# draw from the global random state, so when it runs can change the weights too.
+RESUMABLE_CHANGES = ("checkpoint_path", "checkpoint_every", "max_seconds", "progress", "desc")
 
 
 @dataclass
@@ -45,9 +74,14 @@ class TrainConfig:
     ``lr_step_size`` steps (ProtoNet's "halve every 2,000 episodes"); None keeps it constant.
     ``lr_linear_decay``: instead, decrease it linearly from ``lr`` to 0 over ``steps``,
     ``lr_t = lr * (1 - t / steps)`` (Reptile's annealed meta step size).
+    ``eval_every``: validate every that many steps (0: only after the last step).
+    ``checkpoint_every``: save to ``checkpoint_path`` every that many steps and after the last
+    (0: never save; an existing checkpoint there is still resumed from).
     ``amp``: None = mixed precision on CUDA only; True forces it (bf16 on CPU), False disables.
     ``max_seconds``: stop early once training has taken this long (equal wall-clock budgets for a
     comparison of methods, 06_head_to_head); the history says how many steps were done.
+
+    An impossible configuration is a ``ValueError`` when it is built, not a surprise mid-run.
     """
 
     steps: int
@@ -68,11 +102,37 @@ class TrainConfig:
     progress: bool = True
     desc: str = "meta-training"
 
+    def __post_init__(self) -> None:
+        problems = [message for impossible, message in [
+            (self.steps < 1, f"steps={self.steps}: train for 1 step or more"),
+            (self.log_every < 1, f"log_every={self.log_every}: log every 1 step or more"),
+            (self.eval_every < 0,
+             f"eval_every={self.eval_every}: validate every 1 step or more, or 0 for only after the last step"),
+            (self.checkpoint_every < 0,
+             f"checkpoint_every={self.checkpoint_every}: save every 1 step or more, or 0 for never"),
+            (self.checkpoint_every > 0 and not self.checkpoint_path,
+             f"checkpoint_every={self.checkpoint_every} needs a checkpoint_path to save to"),
+            (self.optimizer not in OPTIMIZERS,
+             f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
+            (self.lr_step_size is not None and self.lr_step_size < 1,
+             f"lr_step_size={self.lr_step_size}: decay every 1 step or more, or None for a constant rate"),
+            (bool(self.lr_step_size) and self.lr_linear_decay,
+             f"lr_step_size={self.lr_step_size} and lr_linear_decay=True: choose one learning-rate "
+             "schedule: lr_step_size or lr_linear_decay, not both"),
+            (self.max_seconds is not None and self.max_seconds <= 0,
+             f"max_seconds={self.max_seconds}: give a positive time budget, or None for no limit"),
+            (self.grad_clip is not None and self.grad_clip <= 0,
+             f"grad_clip={self.grad_clip}: clip to a positive norm, or None for no clipping"),
+        ] if impossible]
+        if problems:
+            raise ValueError("impossible TrainConfig: " + "; ".join(problems))
+
 
 @dataclass
 class History:
     """Rows of metrics, one per logged step (``step``, ``loss``, ``lr``, ``time_s``,
-    ``peak_memory_mb``, anything ``loss_fn`` reports, and ``val_*`` where validated)."""
+    ``peak_memory_mb``, anything ``loss_fn`` reports, and ``val_*`` where validated); a validation
+    step that is not a logging step has a row of its own, with ``step`` and ``val_*`` only."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
 
@@ -94,16 +154,11 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    if config.optimizer not in choices:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(choices)}")
-    return choices[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     if config.lr_linear_decay:
-        if config.lr_step_size:
-            raise ValueError("choose one learning-rate schedule: lr_step_size or lr_linear_decay, not both")
         return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
                                                  total_iters=config.steps)
     step_size = config.lr_step_size or config.steps + 1
@@ -111,21 +166,89 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (it cannot run code); a truncated or corrupt
+    file is a ``CorruptFileError`` that names it."""
+    return read_torch_file(Path(path), "checkpoint", "delete it to start over, or choose another checkpoint_path")
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: a checkpoint cannot run code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def run_config(config: TrainConfig) -> dict[str, Any]:
+    """The fields of ``config`` that a resume must match: all but ``RESUMABLE_CHANGES``."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name not in RESUMABLE_CHANGES}
+
+
+def model_layout(state_dict: dict[str, Tensor]) -> dict[str, str]:
+    """``{name: "shape dtype"}`` of every parameter and buffer, e.g. ``{"net.0.weight": "[16, 1] float32"}``."""
+    return {name: f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for name, t in state_dict.items()}
+
+
+def model_digest(model: nn.Module) -> str:
+    """A sha256 digest of :func:`model_layout`: equal for models with the same architecture."""
+    layout = sorted(model_layout(model.state_dict()).items())
+    return hashlib.sha256(repr(layout).encode()).hexdigest()
+
+
+def check_resumable(state: Any, config: TrainConfig, model: nn.Module, path: Path) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state`` was saved by this run: the same
+    configuration (see :func:`run_config`) and a model of the same layout."""
+    if not isinstance(state, dict) or "config" not in state:
+        differences = ["it holds no training configuration (not saved by train(), or by an older course_lib)"]
+    else:
+        saved, wanted = state["config"], run_config(config)
+        differences = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}"
+                       for key in {**saved, **wanted} if saved.get(key) != wanted.get(key)]
+        if state.get("model_digest") != model_digest(model):
+            differences += _layout_differences(model_layout(state["model"]), model_layout(model.state_dict()))
+    if differences:
+        raise CheckpointMismatchError(
+            f"the checkpoint {describe_path(path)} was saved by a different run (saved -> now): "
+            f"{'; '.join(differences)}. "
+            "Resume it with the settings and model it was saved with, or start over: delete the file or "
+            "choose another checkpoint_path")
+
+
+def _layout_differences(saved: dict[str, str], wanted: dict[str, str], shown: int = 3) -> list[str]:
+    differences = [f"model {name}: {saved.get(name, 'absent')} -> {wanted.get(name, 'absent')}"
+                   for name in {**saved, **wanted} if saved.get(name) != wanted.get(name)]
+    more = [f"and {len(differences) - shown} more model tensors"] if len(differences) > shown else []
+    return differences[:shown] + more
+
+
+def all_finite(tensors: Iterable[Tensor | None]) -> bool:
+    """Whether every floating-point tensor of ``tensors`` (Nones skipped) is free of NaN and inf."""
+    checks = [t.isfinite().all() for t in tensors if t is not None and t.is_floating_point()]
+    return not checks or bool(torch.stack(checks).all())
+
+
+def check_loss(loss: Tensor, step: int) -> None:
+    if not all_finite([loss.detach()]):
+        raise NonFiniteLossError(
+            f"the loss became {loss.item()} at step {step}: lower the learning rate, "
+            "set grad_clip, or check the inputs; checkpoints written so far are intact")
+
+
+def check_gradients(model: nn.Module, step: int) -> None:
+    """Stop before the optimizer step when a gradient is NaN or infinite although the loss was finite."""
+    if not all_finite(p.grad for p in model.parameters()):
+        raise NonFiniteError(
+            f"gradients became non-finite at step {step} although the loss was finite: look for an operation "
+            "whose derivative is infinite where it is evaluated (sqrt or log at 0, a division by 0) or lower "
+            "the learning rate; the step was not taken, and checkpoints written so far are intact")
 
 
 def _split_output(output: Tensor | tuple[Tensor, dict[str, float]]) -> tuple[Tensor, dict[str, float]]:
     return output if isinstance(output, tuple) else (output, {})
+
+
+def _mean(window: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each metric over the steps of a logging window."""
+    return {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+
+
+def _validation_metrics(model: nn.Module, validate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    """``val_<name>`` metrics of ``validate(model)``, run in eval mode; the model's modes are restored after."""
+    with eval_mode(model):
+        return {f"val_{k}": float(v) for k, v in validate(model).items()}
 
 
 def train(model: nn.Module,
@@ -143,9 +266,11 @@ def train(model: nn.Module,
             it must draw all its randomness from ``generator`` for exact resume.
         config: see :class:`TrainConfig`.
         validate: ``validate(model)`` -> metrics on fixed validation episodes, logged as
-            ``val_<name>`` every ``config.eval_every`` steps and after the last step.
+            ``val_<name>`` every ``config.eval_every`` steps and after the last step; it runs
+            in eval mode.
 
-    With ``config.checkpoint_path`` set, an existing checkpoint there is resumed from.
+    With ``config.checkpoint_path`` set, an existing checkpoint there is resumed from; it must
+    have been saved by a run with the same configuration and model (see the module docstring).
     """
     device = next(model.parameters()).device
     dtype = runtime.amp_dtype(device, config.amp)
@@ -153,43 +278,49 @@ def train(model: nn.Module,
     scheduler = make_scheduler(optimizer, config)
     scaler = runtime.grad_scaler(device, dtype)
     generator = runtime.seed_everything(config.seed)
-    history, start, elapsed = History(), 0, 0.0
+    history, window, start, elapsed = History(), [], 0, 0.0
 
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
     if checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        check_resumable(state, config, model, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
         runtime.set_rng_state(state["rng"])
-        history, start, elapsed = History(state["history"]), state["step"], state["elapsed"]
+        history, window = History(state["history"]), state["window"]
+        start, elapsed = state["step"], state["elapsed"]
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(checkpoint_path, {
+        if not all_finite(model.state_dict().values()):
+            raise NonFiniteError(f"the weights became non-finite at step {step} and were not saved: "
+                                 f"{describe_path(checkpoint_path)} keeps the last good checkpoint, if any; "
+                                 "lower the learning rate or set grad_clip")
+        save_atomically({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "generator": generator.get_state(), "rng": runtime.rng_state(),
-            "history": history.rows, "step": step, "elapsed": elapsed,
-        })
+            "history": history.rows, "window": window, "step": step, "elapsed": elapsed,
+            "config": run_config(config), "model_digest": model_digest(model),
+        }, checkpoint_path)
 
     model.train()
-    window: list[dict[str, float]] = []
     started = time.perf_counter() - elapsed
     bar = progress_bar(range(start, config.steps), desc=config.desc, initial=start,
                        total=config.steps, disable=not config.progress)
     for step in bar:
+        done = step + 1
         batch = sample_batch(generator)
         batch = batch.to(device) if hasattr(batch, "to") else batch
         with runtime.autocast(device, dtype):
             loss, metrics = _split_output(loss_fn(model, batch))
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(
-                f"the loss became {loss.item()} at step {step + 1}: lower the learning rate, "
-                "set grad_clip, or check the inputs; checkpoints written so far are intact")
+        check_loss(loss, done)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if not scaler.is_enabled():  # an fp16 scaler skips a step whose gradients overflowed, by design
+            check_gradients(model, done)
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -198,22 +329,22 @@ def train(model: nn.Module,
         scheduler.step()
         window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
-        done = step + 1
         elapsed = time.perf_counter() - started
         out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
         last = done == config.steps or out_of_time
-        if done % config.log_every == 0 or last:
-            row = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            row.update(step=done, lr=scheduler.get_last_lr()[0], time_s=elapsed,
-                       peak_memory_mb=peak_memory_mb(device))
-            if validate is not None and ((config.eval_every and done % config.eval_every == 0) or last):
-                row.update({f"val_{k}": float(v) for k, v in validate(model).items()})
-                model.train()
+        log_now = done % config.log_every == 0 or last
+        validate_now = validate is not None and ((config.eval_every and done % config.eval_every == 0) or last)
+        if log_now or validate_now:
+            row = {"step": done}
+            if log_now:
+                row.update(_mean(window), lr=scheduler.get_last_lr()[0], time_s=elapsed,
+                           peak_memory_mb=peak_memory_mb(device))
+                window = []
+            if validate_now:
+                row.update(_validation_metrics(model, validate))
             history.rows.append(row)
-            window = []
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k == "loss" or k.startswith("val_")})
-        if checkpoint_path is not None and config.checkpoint_every and (
-                done % config.checkpoint_every == 0 or last):
+        if config.checkpoint_every and (done % config.checkpoint_every == 0 or last):
             checkpoint(done)
         if out_of_time:
             break
