@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,11 @@ def test_every_public_name_imports_and_import_stays_light():
     seconds, transformers, higher = done.stdout.split()
     assert (transformers, higher) == ("False", "False"), "the optional heavy pieces load only when asked for"
     assert float(seconds) < 30, f"import course_lib took {seconds} s"
+
+
+def test_the_api_example_in_the_package_docstring_runs(capsys):
+    example = course_lib.__doc__.split("::\n\n", 1)[1].split("\n\nMAML", 1)[0]
+    code = textwrap.dedent(example)
+    assert "train(model, protonet.loss" in code and "evaluate_episodes(" in code
+    exec(code.replace("steps=100", "steps=2").replace("num_episodes=100", "num_episodes=2"), {})  # smaller, same code
+    assert "(95% CI, 2 episodes)" in capsys.readouterr().out
