@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``python -m course_lib train``: check the request, meta-train, report the held-out accuracy, save."""
     if args.save.is_dir():
-        parser.error(f"--save names the folder {str(args.save)!r}: give a file name, e.g. {str(args.save / 'learner.pt')!r}")
+        parser.error(f"--save names the folder {str(args.save)!r}: give a file name, "
+                     f"e.g. {str(args.save / 'learner.pt')!r}")
     try:
         run = recipes.prepare_folder_run(
             args.algorithm, args.data, n_way=args.n_way, k_shot=args.k_shot, n_query=args.n_query,

@@ -127,6 +127,7 @@ class Learner:
         return next(self.model.parameters()).device
 
     def predict(self, episode: Episode) -> Tensor:
+        """Adapt to ``episode``'s support set, then query logits ``[N*Q, N]`` (no gradient kept)."""
         shape = tuple(episode.support_x.shape[-3:])
         expected = (self.spec.channels, self.spec.image_size, self.spec.image_size)
         if shape != expected or episode.query_x.shape[-3:] != episode.support_x.shape[-3:]:
@@ -165,7 +166,8 @@ def load_learner(path: str | os.PathLike, device: torch.device | str | None = No
     spec = LearnerSpec(**saved["spec"])
     model = build_model(spec)
     model.load_state_dict(saved["state_dict"])
-    held_out = None if saved["held_out"] is None else EvalResult(saved["held_out"]["metric"], saved["held_out"]["values"])
+    scores = saved["held_out"]
+    held_out = None if scores is None else EvalResult(scores["metric"], scores["values"])
     return Learner(model.to(runtime.get_device(device)), spec, held_out)
 
 

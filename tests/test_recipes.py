@@ -18,20 +18,21 @@ def shapes(tmp_path_factory):
     return write_shapes_folder(tmp_path_factory.mktemp("data") / "shapes")
 
 
-def classes_named(shapes, names, image_size=16):
+def classes_named(shapes, names, image_size=16, channels=1):
     """The classes ``names`` of the shapes folder, read afresh."""
-    dataset = load_image_folder(shapes, image_size)
+    dataset = load_image_folder(shapes, image_size, channels)
     every = [dataset.class_name(c) for c in range(dataset.num_classes)]
     return dataset.select_classes([every.index(name) for name in names])
 
 
 def held_out_episodes(learner, shapes, n=2, seed=5):
-    held_out = classes_named(shapes, learner.spec.held_out_class_names, learner.spec.image_size)
+    held_out = classes_named(shapes, learner.spec.held_out_class_names, learner.spec.image_size, learner.spec.channels)
     return fixed_episodes(EpisodeSampler(held_out, learner.spec.n_way, 1, 2), n, seed=seed)
 
 
 @pytest.mark.parametrize("algorithm, options", [
     ("protonet", {}),
+    ("protonet", {"channels": 3, "image_size": 20}),
     ("maml", {"inner_steps": 1}),
     ("reptile", {"inner_steps": 1, "steps": 2, "eval_episodes": 2}),
 ])
@@ -41,7 +42,9 @@ def test_a_saved_learner_loads_and_predicts_exactly_as_the_trained_one(shapes, t
 
     saved = torch.load(path, weights_only=True)                          # plain values and tensors only
     assert saved["format"] == FILE_FORMAT and saved["spec"]["algorithm"] == algorithm
-    assert saved["spec"]["image_size"] == 16 and saved["spec"]["channels"] == 1 and saved["spec"]["n_way"] == 3
+    spec = {**TINY, **options}
+    assert (saved["spec"]["image_size"], saved["spec"]["channels"], saved["spec"]["n_way"]) == (
+        spec["image_size"], spec.get("channels", 1), 3)
     assert not list(path.parent.glob(".*.part")), "written atomically: no temporary file is left"
     loaded = load_learner(path, device="cpu")
     assert loaded.spec == learner.spec
