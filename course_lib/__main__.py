@@ -1,8 +1,13 @@
 """Command line of the course.
 
-    python -m course_lib run [--profile quick|full] [--notebooks 00 01 ...] [--out DIR]
+    python -m course_lib run [--profile quick|full] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
     python -m course_lib exercises [--check]
     python -m course_lib grade SUBMISSION.ipynb [MORE.ipynb ...] [--timeout SECONDS]
+    python -m course_lib train {protonet,maml,reptile} --data DIR --save FILE [--n-way 5 --k-shot 1 ...]
+
+``train`` meta-trains on your own images (one sub-folder per class; see ``recipes``). Values that
+cannot work (a timeout of 0, an unknown profile, 0 steps, a missing folder) are usage errors: exit
+status 2 and one message saying what is allowed.
 """
 from __future__ import annotations
 
@@ -10,18 +15,80 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from . import recipes
 from .course.runner import REPO, run_course
+from .data.sources import describe_path
+from .runtime import PROFILES, get_device
+from .train import NonFiniteLossError
 
 
-def main(argv: list[str] | None = None) -> int:
+def whole_number_at_least(least: int):
+    """An argparse type: an integer of at least ``least``, else a message saying so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def held_out_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (the fraction of classes held out), "
+                                         f"got {text}")
+    return value
+
+
+def existing_folder(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder (expected one sub-folder of images per class)")
+    return path
+
+
+def device_name(text: str) -> str:
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: choose cpu, cuda, cuda:N or mps") from None
+    try:
+        get_device(text)
+    except RuntimeError as error:  # a device this machine does not have
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parser, and its ``train`` sub-parser (which reports the data's problems as usage errors)."""
     parser = argparse.ArgumentParser(prog="python -m course_lib", description="The meta-learning course.")
     commands = parser.add_subparsers(dest="command", required=True)
+    seconds = whole_number_at_least(1)
 
     run = commands.add_parser("run", help="execute the lecture notebooks in order and write a report")
-    run.add_argument("--profile", default=None, help="quick (default; CPU, offline) or full (GPU, paper scale)")
+    run.add_argument("--profile", choices=PROFILES, default=None,
+                     help="quick (default; CPU, offline) or full (GPU, paper scale)")
     run.add_argument("--notebooks", nargs="+", metavar="NN", help="only notebooks whose names start with these")
     run.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<profile>/)")
-    run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    run.add_argument("--timeout", type=seconds, default=1800, help="seconds allowed per cell (at least 1)")
 
     exercises = commands.add_parser("exercises", help="generate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report exercises that are out of date")
@@ -29,8 +96,38 @@ def main(argv: list[str] | None = None) -> int:
     grade = commands.add_parser("grade", help="grade students' exercise notebooks")
     grade.add_argument("paths", nargs="+", type=Path, help="notebooks, or folders of notebooks")
     grade.add_argument("--solutions", type=Path, default=REPO / "solutions", help="the solutions folder")
-    grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell")
+    grade.add_argument("--timeout", type=seconds, default=120, help="seconds allowed per cell (at least 1)")
 
+    train = commands.add_parser("train", help="meta-train on your own images (one sub-folder per class)",
+                                description="Meta-train a few-shot learner on a folder of class folders, score it "
+                                            "on held-out classes, save it for course_lib.load_learner.")
+    train.add_argument("algorithm", choices=recipes.ALGORITHMS, help="the meta-learning algorithm")
+    train.add_argument("--data", type=existing_folder, required=True, help="folder with one sub-folder per class")
+    train.add_argument("--save", type=Path, required=True, help="file to write the trained learner to (.pt)")
+    train.add_argument("--n-way", type=whole_number_at_least(2), default=5, help="classes per episode (default 5)")
+    train.add_argument("--k-shot", type=whole_number_at_least(1), default=1, help="support images per class (1)")
+    train.add_argument("--n-query", type=whole_number_at_least(1), default=5, help="query images per class (5)")
+    train.add_argument("--steps", type=whole_number_at_least(1), default=1000, help="meta-training steps (1000)")
+    train.add_argument("--meta-batch-size", type=whole_number_at_least(1),
+                       help="episodes per step (default: protonet 1, maml 4, reptile 5)")
+    train.add_argument("--lr", type=positive_number,
+                       help="outer learning rate (default: 1e-3 with Adam; reptile 1.0 with SGD, annealed)")
+    train.add_argument("--inner-lr", type=positive_number, help="maml/reptile inner step size (0.4 / 1e-3)")
+    train.add_argument("--inner-steps", type=whole_number_at_least(1), help="maml/reptile inner steps (1 / 5)")
+    train.add_argument("--image-size", type=whole_number_at_least(recipes.MIN_IMAGE_SIZE), default=28,
+                       help=f"images are resized to this square side (default 28, at least {recipes.MIN_IMAGE_SIZE})")
+    train.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 (grey, default) or 3 (RGB)")
+    train.add_argument("--val-fraction", type=held_out_fraction, default=0.2,
+                       help="fraction of the classes held out for the test episodes (default 0.2; 0: none)")
+    train.add_argument("--eval-episodes", type=whole_number_at_least(2), default=200,
+                       help="held-out episodes for the accuracy and its 95%% CI (default 200)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the class split, the episodes and the weights")
+    train.add_argument("--device", type=device_name, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    return parser, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, train_parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_course(args.profile, args.notebooks, args.out, args.timeout)
@@ -48,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in written:
             print(f"wrote {path.relative_to(REPO)}")
         return 0
+    if args.command == "train":
+        return train_command(args, train_parser)
     from .course.grading import grade_paths
     try:
         reports = grade_paths(args.paths, args.solutions, args.timeout)
@@ -56,6 +155,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for report in reports:
         print(report.format_table() + "\n")
+    return 0
+
+
+def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``python -m course_lib train``: check the request, meta-train, report the held-out accuracy, save."""
+    if args.save.is_dir():
+        parser.error(f"--save names the folder {str(args.save)!r}: give a file name, "
+                     f"e.g. {str(args.save / 'learner.pt')!r}")
+    try:
+        run = recipes.prepare_folder_run(
+            args.algorithm, args.data, n_way=args.n_way, k_shot=args.k_shot, n_query=args.n_query,
+            steps=args.steps, meta_batch_size=args.meta_batch_size, lr=args.lr, inner_lr=args.inner_lr,
+            inner_steps=args.inner_steps, image_size=args.image_size, channels=args.channels,
+            val_fraction=args.val_fraction, eval_episodes=args.eval_episodes, seed=args.seed, device=args.device)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    print("\n".join(run.summary))
+    try:
+        learner = run.run()
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if learner.held_out is not None:
+        print(f"held-out accuracy ({args.n_way}-way {args.k_shot}-shot, {len(learner.spec.held_out_class_names)} "
+              f"classes never seen in training): {learner.held_out}")
+    learner.save(args.save)
+    print(f"saved the learner to {describe_path(args.save)}; load it with course_lib.load_learner(path)")
     return 0
 
 

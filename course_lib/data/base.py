@@ -51,12 +51,29 @@ class ClassDataset:
         self.real = real
 
     @property
+    def num_base_classes(self) -> int:
+        return self.data.shape[0]
+
+    @property
     def num_classes(self) -> int:
-        return self.data.shape[0] * (self.ROTATIONS if self.rotations else 1)
+        return self.num_base_classes * (self.ROTATIONS if self.rotations else 1)
 
     @property
     def examples_per_class(self) -> int:
+        """Examples in every class (where classes differ in size: in the smallest one)."""
         return self.data.shape[1]
+
+    def class_size(self, class_index: int) -> int:
+        """The number of examples of class ``class_index``; samplers draw from ``range(class_size(c))``.
+
+        Here every class has ``examples_per_class``; a dataset with classes of different sizes
+        (``data.folder.ImageFolderDataset``) overrides this and :meth:`base_examples`.
+        """
+        return self.examples_per_class
+
+    def base_examples(self, base_class: int, example_indices: Tensor) -> Tensor:
+        """The examples ``example_indices`` of one base class, unrotated: ``[len(example_indices), *example_shape]``."""
+        return self.data[base_class, example_indices]
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -76,9 +93,9 @@ class ClassDataset:
         if not 0 <= class_index < self.num_classes:
             raise IndexError(f"class {class_index} out of range for {self.num_classes} classes")
         if not self.rotations:
-            return self.data[class_index, example_indices]
+            return self.base_examples(class_index, example_indices)
         base, turns = divmod(class_index, self.ROTATIONS)
-        return torch.rot90(self.data[base, example_indices], turns, dims=(-2, -1))
+        return torch.rot90(self.base_examples(base, example_indices), turns, dims=(-2, -1))
 
     def __repr__(self) -> str:
         rot = ", rotations as extra classes" if self.rotations else ""

@@ -65,7 +65,10 @@ class BatchSampler:
 
 
 class EpisodeSampler(BatchSampler):
-    """N-way K-shot episodes with ``n_query`` queries per class from a :class:`ClassDataset`."""
+    """N-way K-shot episodes with ``n_query`` queries per class from a :class:`ClassDataset`.
+
+    Classes may differ in size: each class draws its examples from its own ``dataset.class_size(c)``.
+    """
 
     def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, n_query: int):
         if n_way < 2:
@@ -77,16 +80,17 @@ class EpisodeSampler(BatchSampler):
         if n_way > dataset.num_classes:
             raise ValueError(f"n_way={n_way} is more than the {dataset.num_classes} classes of this dataset")
         if k_shot + n_query > dataset.examples_per_class:
+            smallest = min(range(dataset.num_classes), key=dataset.class_size)
             raise ValueError(
-                f"k_shot + n_query = {k_shot + n_query} examples per class were asked for, "
-                f"but each class has only {dataset.examples_per_class}")
+                f"k_shot + n_query = {k_shot + n_query} examples per class were asked for, but the smallest "
+                f"class, {dataset.class_name(smallest)!r}, has only {dataset.class_size(smallest)}")
         self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
 
     def sample(self, generator: torch.Generator) -> Episode:
         classes = torch.randperm(self.dataset.num_classes, generator=generator)[: self.n_way]
         support, query = [], []
         for c in classes.tolist():
-            picked = torch.randperm(self.dataset.examples_per_class, generator=generator)
+            picked = torch.randperm(self.dataset.class_size(c), generator=generator)
             examples = self.dataset.examples(c, picked[: self.k_shot + self.n_query])
             support.append(examples[: self.k_shot])
             query.append(examples[self.k_shot:])
