@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 from .data.episodes import Episode
@@ -43,6 +42,8 @@ def mean_confidence_interval(values: Sequence[float] | Tensor, confidence: float
 
     Uses Student's t with ``n - 1`` degrees of freedom; needs at least two values.
     """
+    from scipy import stats   # here, not at the top: it costs a second of every ``import course_lib``
+
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     n = x.numel()
     if n < 2:
