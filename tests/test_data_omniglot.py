@@ -24,9 +24,10 @@ NO_COURSE_DATA = "COURSE_DATA is not set: real-data tests need COURSE_DATA=../sh
 
 
 @pytest.fixture(autouse=True)
-def fresh_download_memory(monkeypatch):
-    """Each test starts with no remembered download failures."""
+def fresh_process_state(monkeypatch):
+    """Each test starts as a new process does: no remembered download failure, no announcement made yet."""
     monkeypatch.setattr(sources, "_failed_downloads", {})
+    monkeypatch.setattr(sources, "_announced", set())
 
 
 @pytest.fixture
@@ -36,11 +37,11 @@ def no_data_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def no_network(url, dest, md5, timeout=10):
+    def no_network(url, dest, md5, timeout=10, **limits):
         calls.append(url)
         raise DataNotFoundError(f"Could not download {url}: no network.", "no network")
 
-    monkeypatch.setattr(omniglot, "download_file", no_network)
+    monkeypatch.setattr(sources, "download", no_network)
     return calls
 
 
