@@ -315,10 +315,8 @@ def _existing_course_data_dir() -> Path | None:
 
 def _find_part(path: Path) -> Path | None:
     """``path`` if it exists, else the folder a zip ``path`` extracts to, else None."""
-    for candidate in (path, path.with_suffix("") if path.suffix == ".zip" else path):
-        if candidate.exists():
-            return candidate
-    return None
+    candidates = [path, path.with_suffix("")] if path.suffix == ".zip" else [path]
+    return next((candidate for candidate in candidates if candidate.exists()), None)
 
 
 def _incomplete_message(folder: str, file_sets: Sequence[Sequence[str]], found: dict[str, Path | None]) -> str:
