@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from course_lib.data import ChecksumError, DataNotFoundError, IntentDataset, load_clinc
-from course_lib.data import clinc
+from course_lib.data import clinc, sources
+from course_lib.data.sources import CourseDataError
 from course_lib.data.episodes import EpisodeSampler, fixed_episodes
 
 SPLITS = ("train", "val", "test")
@@ -38,9 +39,10 @@ def utterances_by_intent(course_data):
 
 @pytest.fixture
 def no_data_anywhere(monkeypatch, tmp_path):
-    """No COURSE_DATA, an empty cache, and a hub that fails as it does without a network."""
+    """No COURSE_DATA, an empty cache, a hub that fails as it does without a network, nothing announced yet."""
     monkeypatch.delenv("COURSE_DATA", raising=False)
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "_announced", set())
     calls = []
 
     def no_network():
@@ -173,6 +175,36 @@ def test_without_downloads_the_hub_is_not_asked(no_data_anywhere):
     with pytest.raises(DataNotFoundError, match="downloads are off"):
         load_clinc("test", source="real", download=False)
     assert no_data_anywhere == []
+
+
+def test_a_course_data_that_does_not_exist_is_an_error_not_the_standin(no_data_anywhere, monkeypatch, tmp_path,
+                                                                       capsys):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "typo"))
+    with pytest.raises(CourseDataError, match=r"COURSE_DATA=.*typo does not exist: fix the path, or unset COURSE_DATA"):
+        load_clinc("test")
+    assert capsys.readouterr().out == "" and no_data_anywhere == []
+
+
+def test_a_clinc_folder_in_course_data_without_data_full_json_names_it(no_data_anywhere, monkeypatch, tmp_path):
+    (tmp_path / "data" / "clinc150").mkdir(parents=True)
+    (tmp_path / "data" / "clinc150" / "domains.json").write_text("{}")
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    with pytest.raises(CourseDataError, match="COURSE_DATA/clinc150 is incomplete: it lacks data_full.json"):
+        load_clinc("test")
+    assert no_data_anywhere == [], "an incomplete COURSE_DATA is not papered over by the hub"
+
+
+def test_with_course_data_set_clinc_found_nowhere_is_an_error_not_the_standin(no_data_anywhere, monkeypatch,
+                                                                             tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    with pytest.raises(DataNotFoundError) as error:
+        load_clinc("test")
+    message = str(error.value)
+    assert "COURSE_DATA/clinc150 (no such folder) or the cache (COURSE_CACHE/clinc150)" in message
+    assert "the Hugging Face hub failed (no network)" in message and "unset COURSE_DATA" in message
+    assert capsys.readouterr().out == "" and no_data_anywhere == ["hub"]
+    assert not load_clinc("test", source="standin").real, "the stand-in, when asked for"
 
 
 def test_invalid_split_or_source_is_a_clear_error():

@@ -2,9 +2,13 @@
 
 Real-data tests need ``COURSE_DATA=../shared/data`` and skip with a reason without it.
 """
+import dataclasses
+import hashlib
+import http.server
 import os
 import re
 import socket
+import threading
 import time
 import urllib.error
 import zipfile
@@ -16,17 +20,18 @@ from PIL import Image
 
 from course_lib.data import ChecksumError, DataNotFoundError, UnsafeArchiveError, load_omniglot
 from course_lib.data import omniglot, sources, standin
-from course_lib.data.sources import (cache_dir, course_data_dir, describe_path, download, fetch,
-                                     md5sum, safe_extract_zip)
+from course_lib.data.sources import (CourseDataError, DownloadError, cache_dir, course_data_dir, describe_path,
+                                     download, fetch, md5sum, safe_extract_zip)
 
 SPLITS = ("train", "val", "test")
 NO_COURSE_DATA = "COURSE_DATA is not set: real-data tests need COURSE_DATA=../shared/data"
 
 
 @pytest.fixture(autouse=True)
-def fresh_download_memory(monkeypatch):
-    """Each test starts with no remembered download failures."""
+def fresh_process_state(monkeypatch):
+    """Each test starts as a new process does: no remembered download failure, no announcement made yet."""
     monkeypatch.setattr(sources, "_failed_downloads", {})
+    monkeypatch.setattr(sources, "_announced", set())
 
 
 @pytest.fixture
@@ -36,11 +41,11 @@ def no_data_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def no_network(url, dest, md5, timeout=10):
+    def no_network(url, dest, md5, timeout=10, **limits):
         calls.append(url)
         raise DataNotFoundError(f"Could not download {url}: no network.", "no network")
 
-    monkeypatch.setattr(omniglot, "download_file", no_network)
+    monkeypatch.setattr(sources, "download", no_network)
     return calls
 
 
@@ -124,19 +129,70 @@ def write_fake_character(folder: Path, n_drawings: int = 20) -> None:
         image.save(folder / f"0001_{i + 1:02d}.png")
 
 
-def test_full_set_split_rule_on_extracted_folders(monkeypatch, tmp_path):
+@pytest.fixture
+def fake_full_set(monkeypatch, tmp_path):
+    """COURSE_DATA holding a tiny extracted full set (one character per alphabet: the val alphabets and
+    Latin in the background set, Angelic in the evaluation set), and an empty private cache."""
     root = tmp_path / "data" / "omniglot"
     for alphabet in (*omniglot.FULL_VAL_ALPHABETS, "Latin"):
         write_fake_character(root / "images_background" / alphabet / "character01")
     write_fake_character(root / "images_evaluation" / "Angelic" / "character01")
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    return root
+
+
+def processed_files():
+    return sorted(p.name for p in (cache_dir() / "omniglot" / "processed").glob("*.pt"))
+
+
+def test_full_set_split_rule_on_extracted_folders(fake_full_set):
     train, val, test = (load_omniglot(split, source="real", rotations=False) for split in SPLITS)
     assert alphabets(train) == {"Latin"} and alphabets(test) == {"Angelic"}
     assert alphabets(val) == set(omniglot.FULL_VAL_ALPHABETS)
     assert "full set" in test.source and "COURSE_DATA/omniglot" in test.source
     image = test.data[0, 0, 0]
     assert image[14, 14] > 0.9 and image[2, 2] < 0.1, "black ink on white becomes 1 on 0"
+
+
+def test_changing_the_subset_split_table_changes_the_processed_cache(course_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    before = load_omniglot("val", source="real")
+    files_before = processed_files()
+    monkeypatch.setitem(omniglot.SUBSET_SPLITS, "val", ("Latin",))
+    after = load_omniglot("val", source="real")
+    assert alphabets(before) == {"Tagalog"} and alphabets(after) == {"Latin"}
+    assert len(files_before) == 1 and len(processed_files()) == 2, "a new cache file, the old one kept"
+
+
+def test_changing_the_full_sets_val_alphabets_changes_the_processed_cache(fake_full_set, monkeypatch):
+    val = load_omniglot("val", source="real")
+    first, *rest = omniglot.FULL_VAL_ALPHABETS
+    monkeypatch.setattr(omniglot, "FULL_VAL_ALPHABETS", tuple(rest))
+    smaller = load_omniglot("val", source="real")
+    assert alphabets(val) - alphabets(smaller) == {first}
+    assert len(processed_files()) == 2
+
+
+def test_a_corrupt_processed_cache_is_rebuilt_with_one_sentence(fake_full_set, capsys):
+    first = load_omniglot("test", source="real")
+    [name] = processed_files()
+    path = cache_dir() / "omniglot" / "processed" / name
+    path.write_bytes(path.read_bytes()[:100])  # truncated, as by a full disk or a killed process
+    omniglot._processed_split.cache_clear()    # what a new process sees
+    capsys.readouterr()
+    again = load_omniglot("test", source="real")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "processed Omniglot cache" in out and name in out and "rebuilding it" in out
+    assert torch.equal(again.data, first.data)
+    assert torch.load(path, weights_only=True)["class_names"] == ["Angelic/character01"], "the file was rewritten"
+
+
+def test_a_new_cache_folder_in_the_same_process_gets_its_processed_files(fake_full_set, monkeypatch, tmp_path):
+    load_omniglot("test", source="real")
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "another-cache"))
+    load_omniglot("test", source="real")
+    assert len(processed_files()) == 1, "the in-process copy does not hide an empty disk cache"
 
 
 def test_a_corrupt_zip_in_course_data_is_a_checksum_error(monkeypatch, tmp_path):
@@ -147,6 +203,55 @@ def test_a_corrupt_zip_in_course_data_is_a_checksum_error(monkeypatch, tmp_path)
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ChecksumError, match="images_background_small1.zip: expected md5 e704a628"):
         load_omniglot("test")
+
+
+# --- a set COURSE_DATA is never replaced by the stand-in ----------------------------------------------
+
+def test_a_course_data_that_does_not_exist_is_an_error_for_auto_and_real(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COURSE_DATA", "no/such/folder")
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    for source in ("auto", "real"):
+        with pytest.raises(CourseDataError) as error:
+            load_omniglot("test", source=source)
+        message = str(error.value)
+        assert message.startswith("COURSE_DATA=no/such/folder does not exist")
+        assert "fix the path" in message and "unset COURSE_DATA" in message
+    assert capsys.readouterr().out == "", "no stand-in was announced"
+    assert "not real Omniglot" in load_omniglot("test", source="standin").source, "the stand-in, when asked for"
+
+
+@pytest.mark.parametrize("present, missing", [
+    (["images_background.zip"], "images_evaluation.zip (beside images_background.zip)"),
+    (["images_background_small2.zip"], "images_background_small1.zip (beside images_background_small2.zip)"),
+    (["images_evaluation"], "images_background.zip (beside images_evaluation.zip)"),
+    ([], "images_background.zip and images_evaluation.zip, or images_background_small1.zip and "
+         "images_background_small2.zip"),
+])
+def test_an_incomplete_omniglot_folder_in_course_data_names_the_missing_files(monkeypatch, tmp_path, present,
+                                                                              missing):
+    folder = tmp_path / "data" / "omniglot"
+    folder.mkdir(parents=True)
+    for name in present:
+        (folder / name).mkdir() if not name.endswith(".zip") else (folder / name).write_bytes(b"zip")
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CourseDataError, match=re.escape(f"COURSE_DATA/omniglot is incomplete: it lacks {missing}")):
+        load_omniglot("train")
+
+
+def test_with_course_data_set_omniglot_found_nowhere_is_an_error_not_the_standin(no_data_anywhere, monkeypatch,
+                                                                                tmp_path, capsys):
+    (tmp_path / "data").mkdir()  # COURSE_DATA exists but holds no omniglot folder
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    for download_allowed in (True, False):
+        with pytest.raises(DataNotFoundError) as error:
+            load_omniglot("test", download=download_allowed)
+        message = str(error.value)
+        assert "COURSE_DATA/omniglot (no such folder) or the cache (COURSE_CACHE/omniglot)" in message
+        assert ("the download failed (no network)" if download_allowed else "downloads are off") in message
+        assert "unset COURSE_DATA or use the offline stand-in with source='standin'" in message
+    assert capsys.readouterr().out == "" and len(no_data_anywhere) == 1
 
 
 # --- safe file handling -------------------------------------------------------------------------
@@ -183,6 +288,89 @@ def test_download_checks_the_md5_and_leaves_nothing_on_mismatch(tmp_path):
     assert "data.zip" in message and "0" * 32 in message and md5sum(served) in message
     assert list(dest.parent.iterdir()) == [], "neither the file nor a temporary file is left"
     assert download(served.as_uri(), dest, md5=md5sum(served)).read_bytes() == served.read_bytes()
+
+
+class _TestServer(http.server.BaseHTTPRequestHandler):
+    """Serves ``/ok`` (100 bytes), ``/drip`` (1 byte every 20 ms of an announced 100 kB), ``/big`` (5,000
+    bytes, announced), ``/big-unannounced`` (5,000 bytes, no Content-Length) and ``/short`` (100 of an
+    announced 1,000 bytes, then the connection closes)."""
+
+    BODY = bytes(range(100))
+
+    def do_GET(self):
+        self.send_response(200)
+        announced = {"/ok": 100, "/drip": 100_000, "/big": 5000, "/short": 1000}.get(self.path)
+        if announced is not None:
+            self.send_header("Content-Length", str(announced))
+        self.end_headers()
+        try:
+            if self.path == "/drip":
+                for _ in range(announced):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            elif self.path in ("/big", "/big-unannounced"):
+                self.wfile.write(b"x" * 5000)
+            else:
+                self.wfile.write(self.BODY)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+            pass
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A local HTTP server (127.0.0.1, a free port) in a thread: its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TestServer)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_download_that_drips_stops_at_its_deadline_and_leaves_nothing(server, tmp_path):
+    dest = tmp_path / "downloads" / "data.zip"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"longer than its 1 s deadline \([\d,]+ bytes so far\)"):
+        download(f"{server}/drip", dest, md5="0" * 32, deadline=1.0)
+    elapsed = time.monotonic() - start
+    assert 1.0 <= elapsed < 10, f"stopped after {elapsed:.1f} s: the dripping server sends for 2,000 s"
+    assert list(dest.parent.iterdir()) == [], "neither the file nor a .part file is left"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/big", "the server announced 5,000 bytes, more than the 1,000 this file may have"),
+    ("/big-unannounced", "the server sent more than the 1,000 bytes this file may have"),
+    ("/short", "the connection closed after 100 of 1,000 bytes"),
+])
+def test_a_download_too_large_or_cut_short_is_an_error_and_leaves_nothing(server, tmp_path, path, message):
+    dest = tmp_path / "downloads" / "data.zip"
+    with pytest.raises(DownloadError, match=re.escape(message)):
+        download(f"{server}{path}", dest, md5="0" * 32, max_bytes=1000)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_download_within_its_limits_is_kept(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    body = _TestServer.BODY
+    md5 = hashlib.md5(body).hexdigest()
+    assert download(f"{server}/ok", dest, md5=md5, deadline=5, max_bytes=len(body)).read_bytes() == body
+
+
+def test_fetch_caps_a_download_at_twice_the_files_known_size(server, monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_DATA", raising=False)
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    official = sources.DATA_SOURCES["clinc150/data_full.json"]
+    monkeypatch.setitem(sources.DATA_SOURCES, official.relative_path,
+                        dataclasses.replace(official, url=f"{server}/big-unannounced", size=2000))
+    with pytest.raises(DownloadError, match="more than the 4,000 bytes"):
+        fetch(official.relative_path)
+    assert list((tmp_path / "clinc150").iterdir()) == []
 
 
 def test_a_failed_download_is_one_clear_error_and_is_not_retried(monkeypatch, tmp_path):

@@ -15,6 +15,7 @@ import time
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from course_lib.data import load_clinc
@@ -23,7 +24,9 @@ from course_lib.data.standin import _one_thread
 from course_lib.evaluate import EvalResult, evaluate_episodes
 from course_lib.meta.protonet import logits_from_prototypes, prototypes
 from course_lib.text import EmbeddingCache, ModelNotFoundError, SentenceEncoder, mean_pool
-from course_lib.text.embedding_cache import cache_file
+from course_lib.text.embedding_cache import weights_digest
+from course_lib.text.encoder import default_model
+from course_lib.text.lora import with_lora
 
 NO_COURSE_DATA = "COURSE_DATA is not set: real-data tests need COURSE_DATA=../shared/data"
 SENTENCES = ["transfer $20 to my mom", "what's my checking account balance", "freeze my card",
@@ -50,10 +53,23 @@ def forward_calls(encoder):
 def file_cache(encoder, monkeypatch, tmp_path):
     """The encoder with an empty on-disk cache in a private COURSE_CACHE."""
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
-    memory_cache = encoder.cache
-    encoder.cache = EmbeddingCache(cache_file(encoder.model_key, encoder.max_length))
-    yield encoder.cache
-    encoder.cache = memory_cache
+    monkeypatch.setattr(encoder, "disk_cache", True)
+    return encoder.cache
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (D = 16) with MiniLM's tokenizer, saved as a model folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(default_model()[0])
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(folder)
+    return folder
 
 
 # --- mean pooling ---------------------------------------------------------------------------------
@@ -133,17 +149,78 @@ def test_a_second_encode_of_the_same_texts_does_not_run_the_model(encoder, file_
     assert forward_calls[-1] == 1, "only the new text is encoded"
 
 
-def test_the_cache_file_survives_the_process_and_is_keyed_by_sha256(encoder, file_cache, forward_calls, tmp_path):
+def test_the_cache_file_survives_the_process_and_is_keyed_by_sha256(encoder, file_cache, tmp_path):
     first = encoder.encode(SENTENCES, progress=False)
-    path = tmp_path / "embeddings" / "sentence-transformers--all-MiniLM-L6-v2-len256.pt"
+    weights = weights_digest(encoder.model)
+    path = tmp_path / "embeddings" / f"sentence-transformers--all-MiniLM-L6-v2-w{weights[:12]}-len256.pt"
     assert file_cache.path == path and path.is_file()
     stored = torch.load(path, weights_only=True)
     assert set(stored["keys"]) == {hashlib.sha256(s.encode()).hexdigest() for s in SENTENCES}
-    encoder.cache = EmbeddingCache(path)  # what a new process sees
-    calls_before = len(forward_calls)
-    assert torch.equal(encoder.encode(SENTENCES, progress=False), first)
-    assert len(forward_calls) == calls_before
+    new_process = SentenceEncoder(device="cpu")
+    calls = []
+    new_process.model.register_forward_hook(lambda *args: calls.append(1))
+    assert new_process.cache.path == path
+    assert torch.equal(new_process.encode(SENTENCES, progress=False), first) and calls == []
     assert not list(path.parent.glob("*.part")), "no temporary files are left behind"
+
+
+def test_a_changed_or_lora_adapted_model_gets_its_own_vectors_and_cache_file(tiny_model_folder, monkeypatch,
+                                                                             tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    encoder = SentenceEncoder(tiny_model_folder, device="cpu")
+
+    def fresh(texts):  # what the model computes now, without any cache
+        with torch.no_grad():
+            return F.normalize(encoder.embed(texts), dim=-1)
+
+    pretrained = encoder.encode(SENTENCES, progress=False)
+    pretrained_file = encoder.cache.path
+    pretrained_bytes = pretrained_file.read_bytes()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # one training step's worth of change, in place
+        weight = encoder.model.embeddings.word_embeddings.weight
+        weight.add_(torch.randn(weight.shape, generator=generator))
+    changed = encoder.encode(SENTENCES, progress=False)
+    assert not torch.allclose(changed, pretrained, atol=1e-3)
+    assert torch.allclose(changed, fresh(SENTENCES), atol=1e-5), "the changed model's vectors"
+    changed_file = encoder.cache.path
+    with_lora(encoder.model, rank=2)
+    with torch.no_grad():  # B = 0 at first: an untrained adapter changes nothing; a trained one does
+        for name, parameter in encoder.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    adapted = encoder.encode(SENTENCES, progress=False)
+    assert not torch.allclose(adapted, changed, atol=1e-3)
+    assert torch.allclose(adapted, fresh(SENTENCES), atol=1e-5), "the adapted model's vectors"
+    assert len({pretrained_file, changed_file, encoder.cache.path}) == 3
+    assert all(path.is_file() for path in (pretrained_file, changed_file, encoder.cache.path))
+    assert pretrained_file.read_bytes() == pretrained_bytes, "the pretrained model's cache is left as it was"
+
+
+def test_the_weights_digest_sees_every_parameter_and_buffer():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    before = weights_digest(model)
+    assert weights_digest(model) == before
+    with torch.no_grad():
+        model[0].weight[0, 0] += 1e-3
+    assert weights_digest(model) != before
+    with torch.no_grad():
+        model[0].weight[0, 0] -= 1e-3
+    assert weights_digest(model) == before, "the same weights, the same digest"
+    model[1].running_mean += 1  # a buffer changes the output of a model in eval mode too
+    assert weights_digest(model) != before
+
+
+def test_a_corrupt_embedding_cache_file_is_named_and_rebuilt(tmp_path, capsys):
+    path = tmp_path / "embeddings" / "model-w0123-len256.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"\x80\x02 half a file")
+    cache = EmbeddingCache(path)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "embedding cache" in out and path.name in out and "rebuilding it" in out
+    assert len(cache) == 0
+    cache.add(["a"], torch.ones(1, 2))
+    assert torch.equal(EmbeddingCache(path).get(["a"]), torch.ones(1, 2)), "the file was written again"
 
 
 def test_embedding_cache_adds_only_new_keys_and_keeps_rows_aligned(tmp_path):

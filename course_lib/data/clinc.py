@@ -20,12 +20,13 @@ Where the data comes from (``source="auto"`` tries these in order):
 
 1. ``$COURSE_DATA/clinc150/data_full.json`` (md5-checked), then the same file in ``cache_dir()``;
    ``domains.json`` beside it gives each intent's domain, else the table ``DOMAINS`` below (the same
-   content).
+   content). A ``COURSE_DATA/clinc150/`` without ``data_full.json``, or a COURSE_DATA that does not
+   exist, is a ``CourseDataError`` naming what is missing (``sources.find_local``).
 2. The Hugging Face hub dataset ``clinc/clinc_oos`` (config ``plus``, the same utterances) through
    ``datasets``, if the hub answers within a few seconds; domains from ``DOMAINS``.
-3. Otherwise an offline generated stand-in, announced in one printed sentence (see
-   :func:`load_clinc_standin`). ``source="real"`` raises ``DataNotFoundError`` instead;
-   ``source="standin"`` uses it directly.
+3. Otherwise, with COURSE_DATA unset, an offline generated stand-in, announced in one printed
+   sentence (see :func:`load_clinc_standin`). ``source="real"``, or a set COURSE_DATA, raises
+   ``DataNotFoundError`` instead; ``source="standin"`` uses the stand-in directly.
 
 Splits are by domain, so meta-test intents, and their whole domains, are never seen in meta-training:
 
@@ -75,12 +76,11 @@ import torch
 from torch import Tensor
 
 from .base import ClassDataset
-from .sources import (DataNotFoundError, announce_fallback, cache_dir, course_data_dir, describe_path, failure_reason,
-                      fetch)
+from .sources import (DataNotFoundError, describe_path, failure_reason, fall_back_to_standin, find_local, looked_in)
 
 SPLITS = ("train", "val", "test")
 SOURCES = ("auto", "real", "standin")
-DATA_FILE = "clinc150/data_full.json"
+FOLDER, DATA_FILE = "clinc150", "data_full.json"
 OUT_OF_SCOPE = "oos"
 HUB_DATASET, HUB_CONFIG, HUB_HOST = "clinc/clinc_oos", "plus", "huggingface.co"
 HUB_TIMEOUT = 5  # seconds without an answer before the hub counts as unreachable
@@ -194,8 +194,8 @@ def load_clinc(split: str, *, source: str = "auto", download: bool = True) -> In
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"`` (see the module's split table).
-        source: ``"auto"`` (real data if found or downloadable, else the announced stand-in),
-            ``"real"`` (real data or ``DataNotFoundError``) or ``"standin"`` (offline stand-in).
+        source: ``"auto"`` (real data if found or downloadable, else, with COURSE_DATA unset, the
+            announced stand-in), ``"real"`` (real data or ``DataNotFoundError``) or ``"standin"``.
         download: allow the Hugging Face hub when no local copy is found.
     """
     if split not in SPLITS:
@@ -207,11 +207,8 @@ def load_clinc(split: str, *, source: str = "auto", download: bool = True) -> In
     try:
         utterances, domains, origin = _real_clinc(download)
     except DataNotFoundError as error:
-        if source == "real":
-            raise DataNotFoundError(
-                f"{error}. Put data_full.json and domains.json in COURSE_DATA/clinc150, connect to the "
-                "internet, or use the offline stand-in with source='standin'.", error.reason) from None
-        announce_fallback(f"{error}; using the offline generated stand-in instead.")
+        fall_back_to_standin(error, source=source, folder=FOLDER, files="data_full.json and domains.json",
+                             standin="generated stand-in")
         return load_clinc_standin(split)
     description = f"CLINC150, real: {split} split ({', '.join(SPLIT_DOMAINS[split])}), from {origin}"
     return _split_dataset(utterances, domains, SPLIT_DOMAINS[split], description, real=True)
@@ -220,23 +217,20 @@ def load_clinc(split: str, *, source: str = "auto", download: bool = True) -> In
 def _real_clinc(allow_download: bool) -> tuple[dict[str, list[str]], Mapping[str, Sequence[str]], str]:
     """In-scope utterances per intent, the domain table, and where they came from.
 
-    Raises ``DataNotFoundError`` saying in one sentence where we looked and why nothing was found.
+    Raises ``DataNotFoundError`` saying in one sentence where we looked and why nothing was found
+    (``CourseDataError`` for a wrong COURSE_DATA, see ``sources.find_local``).
     """
+    found = find_local(FOLDER, [(DATA_FILE,)])
+    if found is not None:
+        return _read_folder(found.folder)
+    if not allow_download:
+        raise DataNotFoundError(f"CLINC150 not found in {looked_in(FOLDER)} and downloads are off (download=False)",
+                                "downloads are off")
     try:
-        path = fetch(DATA_FILE, download_missing=False)
-    except DataNotFoundError:
-        data_dir = course_data_dir()
-        looked = describe_path(data_dir / "clinc150") if data_dir else "COURSE_DATA (unset)"
-        looked += f" or the cache ({describe_path(cache_dir() / 'clinc150')})"
-        if not allow_download:
-            raise DataNotFoundError(f"CLINC150 not found in {looked} and downloads are off (download=False)",
-                                    "downloads are off") from None
-        try:
-            return _read_hub()
-        except DataNotFoundError as error:
-            raise DataNotFoundError(f"CLINC150 not found in {looked} and the Hugging Face hub failed "
-                                    f"({error.reason})", error.reason) from error
-    return _read_folder(path.parent)
+        return _read_hub()
+    except DataNotFoundError as error:
+        raise DataNotFoundError(f"CLINC150 not found in {looked_in(FOLDER)} and the Hugging Face hub failed "
+                                f"({error.reason})", error.reason) from error
 
 
 def _read_folder(folder: Path) -> tuple[dict[str, list[str]], Mapping[str, Sequence[str]], str]:

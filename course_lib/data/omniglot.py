@@ -11,10 +11,13 @@ Where the data comes from (``source="auto"`` tries these in order):
 1. ``$COURSE_DATA/omniglot/``, then ``cache_dir()/omniglot/``; the first folder holding a complete
    set wins. A complete set is the full set (``images_background.zip`` + ``images_evaluation.zip``)
    or else the small subset (``images_background_small1.zip`` + ``images_background_small2.zip``);
-   an extracted folder (``images_background/``) may replace its zip. Zips are read in place.
+   an extracted folder (``images_background/``) may replace its zip. Zips are read in place. A
+   ``COURSE_DATA/omniglot/`` without a complete set, or a COURSE_DATA that does not exist, is a
+   ``CourseDataError`` naming what is missing (``sources.find_local``).
 2. The official download of the full set into the cache, checked against its md5.
-3. Otherwise the offline procedural stand-in (``standin``), announced in one printed sentence.
-   ``source="real"`` raises ``DataNotFoundError`` instead; ``source="standin"`` uses it directly.
+3. Otherwise, with COURSE_DATA unset, the offline procedural stand-in (``standin``), announced in one
+   printed sentence. ``source="real"``, or a set COURSE_DATA, raises ``DataNotFoundError`` instead;
+   ``source="standin"`` uses the stand-in directly.
 
 Splits are by alphabet, so meta-test characters come from alphabets never seen in meta-training:
 
@@ -36,19 +39,22 @@ test        Early_Aramaic, Greek, Sanskrit                  3           88
 ==========  ==============================================  ==========  ==========
 
 Greek and Latin are in both small zips with identical drawings; they are counted once, giving
-242 characters and 4,840 drawings. Processed images are cached twice: in this process
-(``functools``) and on disk in ``cache_dir()/omniglot/processed/`` as uint8 tensors, keyed by the
-archives' md5 and the split, so only the first load decodes PNGs.
+242 characters and 4,840 drawings. Processed images are cached on disk in
+``cache_dir()/omniglot/processed/<split>-<key>.pt`` as uint8 tensors, so only the first load decodes
+PNGs, and in this process for each such file. The key is a digest of everything the images depend on:
+the archives' md5, the split tables (``SUBSET_SPLITS``, ``FULL_VAL_ALPHABETS``), ``IMAGE_SIZE`` and
+the processing version. A cache file that cannot be read is rebuilt, and a printed sentence says so.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
+import json
 import zipfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -56,8 +62,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from .base import ClassDataset
-from .sources import (DATA_SOURCES, DataNotFoundError, announce_fallback, cache_dir, course_data_dir, describe_path,
-                      download as download_file, save_atomically, verify_md5)
+from .sources import (DATA_SOURCES, DataNotFoundError, LocalSet, cache_dir, describe_path, fall_back_to_standin, fetch,
+                      find_local, looked_in, read_cache, save_atomically)
 from .standin import load_standin
 
 SPLITS = ("train", "val", "test")
@@ -68,21 +74,14 @@ DOWNLOAD_TIMEOUT = 5  # seconds without an answer before a download attempt give
 
 FULL_SET = ("images_background", "images_evaluation")
 SUBSET = ("images_background_small1", "images_background_small2")
+FULL_FILES, SUBSET_FILES = (tuple(f"{name}.zip" for name in names) for names in (FULL_SET, SUBSET))
 FULL_VAL_ALPHABETS = ("Bengali", "Futurama", "Hebrew", "Mkhedruli_(Georgian)", "Tagalog")
 SUBSET_SPLITS = {
     "train": ("Balinese", "Japanese_(katakana)", "Korean", "Latin"),
     "val": ("Tagalog",),
     "test": ("Early_Aramaic", "Greek", "Sanskrit"),
 }
-_PROCESSING = "lanczos-28-v1"  # part of the disk cache key: change it whenever processing changes
-
-
-class _Archives(NamedTuple):
-    """A complete Omniglot set on disk: the folder, its parts (zips or extracted folders), full or subset."""
-
-    folder: Path
-    parts: tuple[Path, ...]
-    full: bool
+_PROCESSING = "lanczos-invert-v1"  # part of the disk cache key: change it whenever processing changes
 
 
 def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = None,
@@ -91,8 +90,8 @@ def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = 
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"`` (see the module's split table).
-        source: ``"auto"`` (real data if found or downloadable, else the announced stand-in),
-            ``"real"`` (real data or ``DataNotFoundError``) or ``"standin"`` (offline stand-in).
+        source: ``"auto"`` (real data if found or downloadable, else, with COURSE_DATA unset, the
+            announced stand-in), ``"real"`` (real data or ``DataNotFoundError``) or ``"standin"``.
         rotations: add each character rotated by 90, 180, 270 degrees as 3 more classes;
             ``None`` means True for ``"train"`` and False for ``"val"`` and ``"test"``.
         download: allow the official download when no local copy is found.
@@ -108,87 +107,69 @@ def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = 
     try:
         archives = _locate(download)
     except DataNotFoundError as error:
-        if source == "real":
-            raise DataNotFoundError(
-                f"{error}. Put images_background.zip and images_evaluation.zip (or the two _small "
-                "zips) in COURSE_DATA/omniglot, connect to the internet, or use the offline "
-                "stand-in with source='standin'.", error.reason) from None
-        announce_fallback(f"{error}; using the offline procedural stand-in instead.")
+        fall_back_to_standin(error, source=source, folder="omniglot", standin="procedural stand-in",
+                             files="images_background.zip and images_evaluation.zip (or the two _small zips)")
         return load_standin(split, rotations=rotations)
-    images, names = _processed_split(archives, _fingerprint(archives.parts), split)
-    kind = "full set (50 alphabets)" if archives.full else "small subset (8 alphabets)"
+    cache_file = cache_dir() / "omniglot" / "processed" / f"{split}-{_cache_key(archives)[:16]}.pt"
+    images, names = _processed_split(archives, cache_file, split)
+    kind = "full set (50 alphabets)" if _is_full(archives) else "small subset (8 alphabets)"
     description = f"Omniglot, real: {kind}, {split} split, from {describe_path(archives.folder)}"
     return ClassDataset(images.float() / 255, names, description, rotations)
 
 
-def _locate(allow_download: bool) -> _Archives:
+def _locate(allow_download: bool) -> LocalSet:
     """The first complete Omniglot set: COURSE_DATA, then the cache, then the official download.
 
-    Raises ``DataNotFoundError`` saying in one sentence where we looked and why nothing was found.
+    Raises ``DataNotFoundError`` saying in one sentence where we looked and why nothing was found
+    (``CourseDataError`` for a wrong COURSE_DATA, see ``sources.find_local``).
     """
-    data_dir = course_data_dir()
-    for root in (data_dir, cache_dir()):
-        if root is None:
-            continue
-        for names, full in ((FULL_SET, True), (SUBSET, False)):
-            parts = [_find_part(root / "omniglot", name) for name in names]
-            if all(parts):
-                return _Archives(root / "omniglot", tuple(parts), full)
-    looked = describe_path(data_dir / "omniglot") if data_dir else "COURSE_DATA (unset)"
-    looked += f" or the cache ({describe_path(cache_dir() / 'omniglot')})"
+    found = find_local("omniglot", (FULL_FILES, SUBSET_FILES))
+    if found is not None:
+        return found
     if not allow_download:
-        raise DataNotFoundError(f"Omniglot not found in {looked} and downloads are off (download=False)",
-                                "downloads are off")
-    try:
-        return _Archives(cache_dir() / "omniglot", _download_full_set(), True)
+        raise DataNotFoundError(f"Omniglot not found in {looked_in('omniglot')} and downloads are off "
+                                "(download=False)", "downloads are off")
+    try:  # the second archive is not tried once the first failed
+        parts = tuple(fetch(f"omniglot/{name}", timeout=DOWNLOAD_TIMEOUT) for name in FULL_FILES)
     except DataNotFoundError as error:
-        raise DataNotFoundError(f"Omniglot not found in {looked} and the download failed ({error.reason})",
-                                error.reason) from error
+        raise DataNotFoundError(f"Omniglot not found in {looked_in('omniglot')} and the download failed "
+                                f"({error.reason})", error.reason) from error
+    return LocalSet(cache_dir() / "omniglot", FULL_FILES, parts)
 
 
-def _find_part(folder: Path, name: str) -> Path | None:
-    """``folder/name.zip`` if present, else the extracted folder ``folder/name``, else None."""
-    for candidate in (folder / f"{name}.zip", folder / name):
-        if candidate.exists():
-            return candidate
-    return None
+def _is_full(archives: LocalSet) -> bool:
+    """Whether ``archives`` is the full set (else the small subset)."""
+    return archives.names == FULL_FILES
 
 
-def _download_full_set() -> tuple[Path, ...]:
-    """Download ``images_background.zip`` and ``images_evaluation.zip`` into the cache (md5-checked)."""
-    paths = []
-    for name in FULL_SET:
-        source = DATA_SOURCES[f"omniglot/{name}.zip"]
-        path = download_file(source.url, cache_dir() / source.relative_path, source.md5, DOWNLOAD_TIMEOUT)
-        print(f"Downloaded the {source.description} to {describe_path(path)} (md5 checked).")
-        paths.append(path)
-    return tuple(paths)
+def _cache_key(archives: LocalSet) -> str:
+    """A digest of everything the processed images depend on, for the disk cache's file name.
 
-
-def _fingerprint(parts: tuple[Path, ...]) -> str:
-    """A key for the parts' content: each zip's md5 (checked), each folder's file names and sizes."""
-    keys = [_PROCESSING]
-    for part in parts:
+    The processing version and ``IMAGE_SIZE``, the split tables, and the parts' content: each zip's
+    md5 (checked by ``find_local`` or the download), each extracted folder's file names and sizes.
+    """
+    tables = json.dumps({"SUBSET_SPLITS": SUBSET_SPLITS, "FULL_VAL_ALPHABETS": FULL_VAL_ALPHABETS}, sort_keys=True)
+    keys = [_PROCESSING, str(IMAGE_SIZE), tables]
+    for name, part in zip(archives.names, archives.parts):
         if part.is_dir():
             listing = sorted(f"{p.relative_to(part).as_posix()} {p.stat().st_size}"
                              for p in part.glob("*/*/*.png"))
             keys.append(hashlib.md5("\n".join(listing).encode(), usedforsecurity=False).hexdigest())
         else:
-            expected = DATA_SOURCES[f"omniglot/{part.name}"].md5
-            verify_md5(part, expected)
-            keys.append(expected)
+            keys.append(DATA_SOURCES[f"omniglot/{name}"].md5)
     return hashlib.md5(" ".join(keys).encode(), usedforsecurity=False).hexdigest()
 
 
 @functools.lru_cache(maxsize=None)
-def _processed_split(archives: _Archives, fingerprint: str, split: str) -> tuple[Tensor, tuple[str, ...]]:
+def _processed_split(archives: LocalSet, cache_file: Path, split: str) -> tuple[Tensor, tuple[str, ...]]:
     """One split's images ``[characters, 20, 1, 28, 28]`` uint8 (ink = 255) and class names.
 
-    Read from the disk cache when it holds this fingerprint and split; else decoded, then cached.
+    Read from ``cache_file`` (its name holds ``_cache_key``) when it is there and readable; else
+    decoded, then written there. Kept in this process per ``cache_file``, so a process that changes
+    ``COURSE_CACHE`` reads and fills the new cache.
     """
-    cache_file = cache_dir() / "omniglot" / "processed" / f"{split}-{fingerprint[:16]}.pt"
-    if cache_file.is_file():
-        cached = torch.load(cache_file, weights_only=True)
+    cached = read_cache(cache_file, "processed Omniglot cache")
+    if cached is not None:
         return cached["images"], tuple(cached["class_names"])
     alphabets = _split_alphabets(archives, split)
     drawings: dict[str, dict[str, bytes]] = defaultdict(dict)  # "Alphabet/characterNN" -> {file: png}
@@ -201,9 +182,9 @@ def _processed_split(archives: _Archives, fingerprint: str, split: str) -> tuple
     return images, names
 
 
-def _split_alphabets(archives: _Archives, split: str) -> set[str]:
+def _split_alphabets(archives: LocalSet, split: str) -> set[str]:
     """The alphabets of ``split``: the subset's fixed table, or the full set's rule (module docstring)."""
-    if not archives.full:
+    if not _is_full(archives):
         return set(SUBSET_SPLITS[split])
     background, evaluation = (_alphabets(part) for part in archives.parts)
     missing = set(FULL_VAL_ALPHABETS) - background

@@ -7,9 +7,17 @@ Introduced in 01_few_shot_problem. Every dataset file the course may download is
 2. ``cache_dir()/<folder>/<file>``: ``$COURSE_CACHE``, else ``~/.cache/course_lib``;
 3. the official URL, downloaded into the cache and checked against its md5.
 
+A set COURSE_DATA is a promise that the data is there, so a loader never replaces it by a
+stand-in: a COURSE_DATA that does not exist, or a ``COURSE_DATA/<folder>`` without a complete set
+of files, is a :class:`CourseDataError` naming what is missing (:func:`find_local`), and a dataset
+found nowhere is an error, not the stand-in (:func:`fall_back_to_standin`). Without COURSE_DATA the
+offline stand-in, announced in one sentence, is the default, so the course runs with no data at all.
+
 Safety rules: a download goes to a temporary file and is renamed into place only after its
-checksum matches (``os.replace`` is atomic), zip entries that would land outside their target
-folder are refused, and printed paths never show this machine's absolute paths (``describe_path``).
+checksum matches (``os.replace`` is atomic); it stops with an error, deleting the temporary file,
+when it passes its deadline or its size cap (:func:`download`); zip entries that would land outside
+their target folder are refused; printed paths never show this machine's absolute paths
+(``describe_path``).
 """
 from __future__ import annotations
 
@@ -19,13 +27,17 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple, Sequence
 
 import torch
+
+DOWNLOAD_DEADLINE = 300.0  # seconds a whole download of one file may take (9.5 MB at 32 kB/s)
 
 
 class DataNotFoundError(RuntimeError):
@@ -37,6 +49,14 @@ class DataNotFoundError(RuntimeError):
     def __init__(self, message: str, reason: str = ""):
         super().__init__(message)
         self.reason = reason or message
+
+
+class CourseDataError(DataNotFoundError):
+    """``$COURSE_DATA`` is set but wrong: it does not exist, or a dataset's folder in it is incomplete."""
+
+
+class DownloadError(DataNotFoundError):
+    """A download was stopped: it passed its deadline, sent more bytes than the file may have, or was cut short."""
 
 
 class ChecksumError(RuntimeError):
@@ -53,17 +73,26 @@ class CorruptFileError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataFile:
-    """One downloadable file: it lives at ``<folder>/<filename>`` in COURSE_DATA and in the cache."""
+    """One downloadable file: it lives at ``<folder>/<filename>`` in COURSE_DATA and in the cache.
+
+    ``size`` is the official file's size in bytes (measured for the files in the shared data folder,
+    rounded to 0.1 MB for the others); a download is stopped past ``max_bytes``, twice that.
+    """
 
     folder: str
     filename: str
     url: str
     md5: str
     description: str
+    size: int
 
     @property
     def relative_path(self) -> str:
         return f"{self.folder}/{self.filename}"
+
+    @property
+    def max_bytes(self) -> int:
+        return 2 * self.size
 
 
 _OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
@@ -73,20 +102,20 @@ DATA_SOURCES: dict[str, DataFile] = {
     for file in [
         DataFile("omniglot", "images_background.zip", _OMNIGLOT_URL + "images_background.zip",
                  "68d2efa1b9178cc56df9314c21c6e718",
-                 "Omniglot background set (30 alphabets, 964 characters)"),
+                 "Omniglot background set (30 alphabets, 964 characters)", 9_500_000),
         DataFile("omniglot", "images_evaluation.zip", _OMNIGLOT_URL + "images_evaluation.zip",
                  "6b91aef0f799c5bb55b94e3f2daec811",
-                 "Omniglot evaluation set (20 alphabets, 659 characters)"),
+                 "Omniglot evaluation set (20 alphabets, 659 characters)", 6_500_000),
         DataFile("omniglot", "images_background_small1.zip", _OMNIGLOT_URL + "images_background_small1.zip",
                  "e704a628b5459e08445c13499850abc4",
-                 "Omniglot small subset 1 (5 alphabets, 136 characters)"),
+                 "Omniglot small subset 1 (5 alphabets, 136 characters)", 1_319_022),
         DataFile("omniglot", "images_background_small2.zip", _OMNIGLOT_URL + "images_background_small2.zip",
                  "b75a71a51d3b13f821f212756fe481fd",
-                 "Omniglot small subset 2 (5 alphabets, 156 characters)"),
+                 "Omniglot small subset 2 (5 alphabets, 156 characters)", 1_580_917),
         DataFile("clinc150", "data_full.json",
                  "https://raw.githubusercontent.com/clinc/oos-eval/master/data/data_full.json",
                  "30c29dc6ab78edf3b5dfa640be204cde",
-                 "CLINC150 intents (150 intents plus out-of-scope)"),
+                 "CLINC150 intents (150 intents plus out-of-scope)", 2_495_390),
     ]
 }
 
@@ -139,13 +168,25 @@ def verify_md5(path: str | os.PathLike, expected: str) -> None:
         raise ChecksumError(f"checksum mismatch for {Path(path).name}: expected md5 {expected}, got {actual}")
 
 
-def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10) -> Path:
+def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10, *,
+             deadline: float = DOWNLOAD_DEADLINE, max_bytes: int | None = None) -> Path:
     """Download ``url`` to ``dest``, atomically, keeping it only if its md5 matches.
 
     The bytes stream into a temporary file next to ``dest``; after the checksum matches the file is
-    renamed to ``dest`` with ``os.replace``, so ``dest`` is either complete or absent. A network
-    failure raises ``DataNotFoundError`` and is remembered: later calls for the same URL in this
-    process fail at once instead of waiting for the timeout again.
+    renamed to ``dest`` with ``os.replace``, so ``dest`` is either complete or absent: on any error the
+    temporary file is deleted.
+
+    Args:
+        timeout: seconds one connection attempt or one read may wait for the server.
+        deadline: seconds the whole download may take (a server that drips bytes never trips
+            ``timeout``); past it :class:`DownloadError`. The check runs after each read, so the error
+            comes at most ``min(timeout, deadline)`` after the deadline.
+        max_bytes: the most bytes the file may have (``DataFile.max_bytes``); a larger announced
+            size (``Content-Length``) or more bytes sent is a :class:`DownloadError`. ``None``: no cap.
+
+    A network failure raises ``DataNotFoundError`` (a stopped download its subclass ``DownloadError``)
+    and is remembered: later calls for the same URL in this process fail at once instead of waiting
+    for the timeout again.
     """
     dest = Path(dest)
     if url in _failed_downloads:
@@ -157,7 +198,7 @@ def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10) -
     temp_path = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as out:
-            _stream(url, out, timeout)
+            _stream(url, out, timeout, deadline, max_bytes)
         actual = md5sum(temp_path)
         if actual != md5:
             raise ChecksumError(f"checksum mismatch for {dest.name} downloaded from {url}: expected md5 "
@@ -168,15 +209,47 @@ def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10) -
     return dest
 
 
-def _stream(url: str, out, timeout: float) -> None:
-    """Copy ``url`` into the open binary file ``out``; network errors become ``DataNotFoundError``."""
+def _stream(url: str, out, timeout: float, deadline: float, max_bytes: int | None) -> None:
+    """Copy ``url`` into the open binary file ``out`` within ``deadline`` seconds and ``max_bytes``.
+
+    Network errors become ``DataNotFoundError``, a stopped download ``DownloadError``; both are
+    remembered in ``_failed_downloads``.
+    """
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out, 1 << 20)
+        _copy_within_limits(url, out, min(timeout, deadline), deadline, max_bytes)
+    except DownloadError as error:
+        _failed_downloads[url] = error.reason
+        raise
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
-        reason = failure_reason(error, timeout)
+        reason = failure_reason(error, min(timeout, deadline))
         _failed_downloads[url] = reason
         raise DataNotFoundError(f"Could not download {url}: {reason}.", reason) from error
+
+
+def _copy_within_limits(url: str, out, timeout: float, deadline: float, max_bytes: int | None) -> None:
+    """The copy loop of ``_stream``: ``DownloadError`` past the deadline, past the cap, or when cut short."""
+    start = time.monotonic()
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        announced = response.headers.get("Content-Length")
+        expected = int(announced) if announced and announced.isdigit() else None
+        if max_bytes is not None and expected is not None and expected > max_bytes:
+            raise DownloadError(f"Could not download {url}: the server announced {expected:,} bytes, more than "
+                                f"the {max_bytes:,} this file may have; nothing was kept.", "larger than expected")
+        read = getattr(response, "read1", response.read)  # read1: whatever has arrived, not a full block
+        received = 0
+        while chunk := read(1 << 16):
+            received += len(chunk)
+            if max_bytes is not None and received > max_bytes:
+                raise DownloadError(f"Could not download {url}: the server sent more than the {max_bytes:,} "
+                                    "bytes this file may have; the partial file was deleted.", "larger than expected")
+            if time.monotonic() - start > deadline:
+                raise DownloadError(f"Could not download {url}: it took longer than its {deadline:g} s deadline "
+                                    f"({received:,} bytes so far); the partial file was deleted.",
+                                    f"slower than the {deadline:g} s deadline")
+            out.write(chunk)
+    if expected is not None and received < expected:
+        raise DownloadError(f"Could not download {url}: the connection closed after {received:,} of {expected:,} "
+                            "bytes; the partial file was deleted.", "the connection closed early")
 
 
 def failure_reason(error: Exception, timeout: float) -> str:
@@ -193,20 +266,115 @@ def failure_reason(error: Exception, timeout: float) -> str:
     return str(cause)
 
 
-def fetch(relative_path: str, *, download_missing: bool = True, timeout: float = 10) -> Path:
+class LocalSet(NamedTuple):
+    """A complete set of a dataset's files on disk: the folder, the file names of the set, their paths."""
+
+    folder: Path
+    names: tuple[str, ...]
+    parts: tuple[Path, ...]
+
+
+def find_local(folder: str, file_sets: Sequence[Sequence[str]]) -> LocalSet | None:
+    """The first complete file set in ``$COURSE_DATA/<folder>``, else in ``cache_dir()/<folder>``, or None.
+
+    ``file_sets`` are the alternatives in order of preference, each a tuple of file names of
+    ``DATA_SOURCES`` in ``folder``: for Omniglot the full set, then the small subset. A zip may be
+    replaced by the folder it extracts to (``images_background/`` for ``images_background.zip``).
+    Every file found is checked against its md5 (``ChecksumError``); extracted folders are not.
+
+    Raises ``CourseDataError`` when ``$COURSE_DATA`` is set but does not exist, or when
+    ``$COURSE_DATA/<folder>`` exists without a complete set: the message names the missing files.
+    A cache folder without a complete set is no error (a download can complete it).
+    """
+    data_dir = _existing_course_data_dir()
+    for root in (data_dir, cache_dir()):
+        if root is None:
+            continue
+        found = {name: _find_part(root / folder / name) for sets in file_sets for name in sets}
+        for names in file_sets:
+            if all(found[name] for name in names):
+                parts = tuple(found[name] for name in names)
+                for name, part in zip(names, parts):
+                    if part.is_file():
+                        verify_md5(part, DATA_SOURCES[f"{folder}/{name}"].md5)
+                return LocalSet(root / folder, tuple(names), parts)
+        if root == data_dir and (root / folder).is_dir():
+            raise CourseDataError(_incomplete_message(folder, file_sets, found))
+    return None
+
+
+def _existing_course_data_dir() -> Path | None:
+    """``course_data_dir()``, or ``CourseDataError`` if ``$COURSE_DATA`` names no folder."""
+    data_dir = course_data_dir()
+    if data_dir is not None and not data_dir.is_dir():
+        problem = "is not a folder" if data_dir.exists() else "does not exist"
+        raise CourseDataError(f"COURSE_DATA={os.environ['COURSE_DATA']} {problem}: fix the path, or unset "
+                              "COURSE_DATA to use the offline stand-in.", f"COURSE_DATA {problem}")
+    return data_dir
+
+
+def _find_part(path: Path) -> Path | None:
+    """``path`` if it exists, else the folder a zip ``path`` extracts to, else None."""
+    candidates = [path, path.with_suffix("")] if path.suffix == ".zip" else [path]
+    return next((candidate for candidate in candidates if candidate.exists()), None)
+
+
+def _incomplete_message(folder: str, file_sets: Sequence[Sequence[str]], found: dict[str, Path | None]) -> str:
+    """``COURSE_DATA/omniglot is incomplete: it lacks b.zip (beside a.zip) ...`` for ``find_local``."""
+    def lacks(names):
+        missing = [name for name in names if not found[name]]
+        present = [name for name in names if found[name]]
+        return " and ".join(missing) + (f" (beside {' and '.join(present)})" if present else "")
+    # the sets of which something is present first: they are what the user meant to provide
+    ordered = sorted(file_sets, key=lambda names: not any(found[name] for name in names))
+    return (f"COURSE_DATA/{folder} is incomplete: it lacks {', or '.join(lacks(names) for names in ordered)}. "
+            f"Add the missing file(s), or remove COURSE_DATA/{folder} to use the cache or the download, or "
+            "unset COURSE_DATA to use the offline stand-in.")
+
+
+def looked_in(folder: str) -> str:
+    """Where ``find_local`` looked, for messages: ``COURSE_DATA/omniglot or the cache (~/.cache/...)``."""
+    data_dir = course_data_dir()
+    looked = f"{describe_path(data_dir / folder)} (no such folder)" if data_dir else "COURSE_DATA (unset)"
+    return f"{looked} or the cache ({describe_path(cache_dir() / folder)})"
+
+
+def fall_back_to_standin(error: DataNotFoundError, *, source: str, folder: str, files: str, standin: str) -> None:
+    """After ``error`` (the real data was not found), announce the offline stand-in, or raise.
+
+    The stand-in replaces real data only where it cannot hide a mistake: ``source="auto"`` with
+    ``$COURSE_DATA`` unset. With ``source="real"``, or COURSE_DATA set, this raises
+    ``DataNotFoundError`` saying ``error`` and where to put ``files`` (a ``CourseDataError`` as it is:
+    it says what to do already). ``standin`` names the stand-in in the announcement.
+    """
+    if isinstance(error, CourseDataError):
+        raise error
+    if source == "real" or course_data_dir() is not None:
+        instead = "unset COURSE_DATA or use" if course_data_dir() is not None else "use"
+        raise DataNotFoundError(f"{error}. Put {files} in COURSE_DATA/{folder}, connect to the internet, or "
+                                f"{instead} the offline stand-in with source='standin'.", error.reason) from None
+    announce_fallback(f"{error}; using the offline {standin} instead.")
+
+
+def fetch(relative_path: str, *, download_missing: bool = True, timeout: float = 10,
+          deadline: float = DOWNLOAD_DEADLINE) -> Path:
     """The local copy of ``DATA_SOURCES[relative_path]``: from COURSE_DATA, the cache, or downloaded.
 
-    Files found in COURSE_DATA or the cache are checked against their md5 too.
+    Found as ``find_local`` finds a one-file set (md5-checked, ``CourseDataError`` for a COURSE_DATA
+    folder without it); a download goes into the cache, within ``deadline`` and the file's
+    ``max_bytes``, and is announced in one printed sentence.
     """
     source = DATA_SOURCES[relative_path]
-    for root in (course_data_dir(), cache_dir()):
-        if root is not None and (root / relative_path).is_file():
-            verify_md5(root / relative_path, source.md5)
-            return root / relative_path
+    found = find_local(source.folder, [(source.filename,)])
+    if found is not None:
+        return found.parts[0]
     if not download_missing:
         raise DataNotFoundError(f"{relative_path} is not in COURSE_DATA or the cache, and downloads are off.",
                                 "downloads are off")
-    return download(source.url, cache_dir() / relative_path, source.md5, timeout)
+    path = download(source.url, cache_dir() / relative_path, source.md5, timeout, deadline=deadline,
+                    max_bytes=source.max_bytes)
+    print(f"Downloaded the {source.description} to {describe_path(path)} (md5 checked).")
+    return path
 
 
 def safe_extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike) -> Path:
@@ -269,6 +437,22 @@ def read_torch_file(path: Path, what: str, remedy: str):
         raise CorruptFileError(f"the {what} {describe_path(path)} cannot be read ({type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else 'no detail'}); it is truncated "
                                f"or corrupt: {remedy}") from error
+
+
+def read_cache(path: Path, what: str):
+    """The content of the cache file ``path`` (``read_torch_file``), or None if it is absent or corrupt.
+
+    A corrupt cache is no error, only work to redo: one printed sentence names the file and says it
+    is rebuilt, and the caller rebuilds it and writes it again.
+    """
+    if not path.is_file():
+        return None
+    try:
+        return read_torch_file(path, what, "rebuilding it")
+    except CorruptFileError as error:
+        message = str(error)
+        print(f"{message[0].upper()}{message[1:]}.")
+        return None
 
 
 _announced: set[str] = set()
