@@ -434,9 +434,9 @@ def read_torch_file(path: Path, what: str, remedy: str):
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises EOFError, RuntimeError, UnpicklingError, ... for a bad file
-        raise CorruptFileError(f"the {what} {describe_path(path)} cannot be read ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0] if str(error) else 'no detail'}); it is truncated "
-                               f"or corrupt: {remedy}") from error
+        # only the error's type: torch's own text may advise weights_only=False, which would let the file run code
+        raise CorruptFileError(f"the {what} {describe_path(path)} cannot be read ({type(error).__name__}); it is "
+                               f"truncated, corrupt or not written by the course: {remedy}") from error
 
 
 def read_cache(path: Path, what: str):
