@@ -125,3 +125,5 @@ def test_no_steps_leave_the_weights_and_bad_requests_are_named():
         inner_loop(theta, [], 0.1, update="rmsprop")
     with pytest.raises(ValueError, match=r"adapted weights \['classifier.weight'\] are not among the params"):
         inner_loop(theta, [], 0.1, adapted=["classifier.weight"])
+    with pytest.raises(ValueError, match="step sizes are given for"):
+        inner_loop(theta, [], {"head.weight": 0.1}, adapted=["head.weight", "head.bias"])

@@ -20,6 +20,9 @@ How the result depends on ``theta`` (what the outer loop differentiates):
   * ``create_graph=False``: each ``g_t`` is a constant, so ``d phi / d theta`` is the identity (first-order
     MAML; Reptile, whose ``theta`` comes in detached, builds no graph at all).
 
+Shapes: every tensor of ``Params`` has its parameter's shape (the same for ``phi``, the moments and a
+Meta-SGD ``alpha``); under ``vmap`` over a meta-batch of ``B`` tasks the results gain a leading ``[B]``.
+
 The gradient is taken by a function given as an argument, so the same loop runs one task at a time and
 under ``torch.func.vmap`` over a meta-batch of tasks:
   * :func:`autograd_gradient`: ``torch.autograd.grad``, for a per-task loop;
@@ -105,6 +108,8 @@ def inner_loop(params: Params, step_losses: Sequence[LossOfParams], step_size: S
     missing = [name for name in names if name not in params]
     if missing:
         raise ValueError(f"adapted weights {missing} are not among the params {sorted(params)}")
+    if isinstance(step_size, Mapping) and set(step_size) != set(names):
+        raise ValueError(f"step sizes are given for {sorted(step_size)}, the adapted weights are {sorted(names)}")
     alpha = {name: step_size[name] if isinstance(step_size, Mapping) else step_size for name in names}
     fast = {name: params[name] for name in names}
     frozen = {name: p for name, p in params.items() if name not in fast}
@@ -123,7 +128,9 @@ def inner_loop(params: Params, step_losses: Sequence[LossOfParams], step_size: S
 def adam_step(params: Params, grads: Params, moments: tuple[Params, Params], step: int,
               alpha: Mapping[str, float | Tensor], betas: tuple[float, float],
               eps: float) -> tuple[Params, tuple[Params, Params]]:
-    """Adam's step ``t = step`` (from 1): the moments ``(m, v)`` updated, and ``phi - alpha * m_hat / (sqrt(v_hat) + eps)``."""
+    """Adam's step ``t = step`` (from 1): the moments ``(m, v)`` updated and
+    ``phi - alpha * m_hat / (sqrt(v_hat) + eps)``, with the bias corrections ``m_hat = m / (1 - b1^t)``,
+    ``v_hat = v / (1 - b2^t)``."""
     beta1, beta2 = betas
     m = {n: beta1 * moments[0][n] + (1 - beta1) * g for n, g in grads.items()}
     v = {n: beta2 * moments[1][n] + (1 - beta2) * g * g for n, g in grads.items()}

@@ -149,8 +149,8 @@ class MAML(nn.Module):
         First order treats ``d theta' / d theta`` as the identity, so the meta-gradient is the mean
         query gradient at the adapted weights, ``g = mean_tasks grad_theta' L_query(theta')`` (taken
         with respect to ``theta`` through that identity). Each task's ``g`` is taken at once, which
-        frees that task's activations (memory of one task, not of the meta-batch). The returned loss has the value of ``L_meta`` and the gradient ``g``:
-        ``L_meta + <theta, g> - <theta, g>.detach()``.
+        frees that task's activations (memory of one task, not of the meta-batch). The returned loss
+        has the value of ``L_meta`` and the gradient ``g``: ``L_meta + <theta, g> - <theta, g>.detach()``.
         """
         params = {name: p for name, p in self.net.named_parameters() if p.requires_grad}
         summed = {name: torch.zeros_like(p) for name, p in params.items()}
