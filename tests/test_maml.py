@@ -186,3 +186,17 @@ def test_higher_trap_copy_initial_weights_loses_the_meta_gradient():
         diff_optimizer.step(F.cross_entropy(fast_net(batch.support_x[0]), batch.support_y[0]))
         F.cross_entropy(fast_net(batch.query_x[0]), batch.query_y[0]).backward()
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_predict_runs_in_eval_mode_and_restores_every_mode():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 40), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(40, 1))
+    net[0].eval()                                   # a mixed state, to be restored as it was
+    episode = SinusoidTasks(k_shot=10, n_query=10).sample_batch(1, torch.Generator().manual_seed(0))[0]
+    maml = MAML(net, inner_lr=0.01, eval_inner_steps=3, task_loss=F.mse_loss)
+    modes = [m.training for m in maml.modules()]
+    first, second = maml.predict(episode), maml.predict(episode)
+    assert torch.equal(first, second), "dropout must be off while adapting and scoring at test time"
+    assert [m.training for m in maml.modules()] == modes
+    adapted = [maml.adapt(episode.support_x, episode.support_y, training=False)["0.weight"] for _ in range(2)]
+    assert not torch.equal(*adapted), "in training mode dropout is on (the check above could fail)"

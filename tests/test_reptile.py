@@ -107,8 +107,8 @@ def test_two_inner_steps_match_the_papers_taylor_expansion():
     errors = {}
     for alpha in (0.002, 0.001):
         learner = Reptile(net, inner_lr=alpha, inner_steps=2, inner_optimizer="sgd", task_loss=F.mse_loss)
-        phi = learner._inner_loop(theta, torch.stack([first[0], second[0]]), torch.stack([first[1], second[1]]),
-                                  alpha, learner._autograd_gradient)[0]
+        phi = learner.train_on_mini_batches(theta, torch.stack([first[0], second[0]]),
+                                            torch.stack([first[1], second[1]]), alpha)[0]
         reptile_gradient = flat({n: (theta[n] - phi[n]) / alpha for n in theta})
         first_order = flat({n: g1[n] + g2[n] for n in theta})
         taylor = flat({n: g1[n] + g2[n] - alpha * h2_g1[n] for n in theta})
@@ -197,3 +197,19 @@ def test_reptile_learns_omniglot_5_way_1_shot(course_data):
     result = evaluate_episodes(learner.predict, episodes)
     print(f"Reptile after 100 meta-steps: {result}; {time.perf_counter() - started:.1f} s")
     assert result.mean > 0.50, f"chance is 20%, 100 meta-steps measured 63% on this machine; got {result}"
+
+
+def test_predict_runs_in_eval_mode_and_restores_every_mode():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 40), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(40, 1)).double()
+    net[0].eval()                                   # a mixed state, to be restored as it was
+    episode = sine_tasks(meta_batch_size=1)[0]
+    learner = Reptile(net, inner_lr=0.01, inner_optimizer="sgd", eval_inner_steps=3, task_loss=F.mse_loss)
+    modes = [m.training for m in learner.modules()]
+    first, second = learner.predict(episode), learner.predict(episode)
+    assert torch.equal(first, second), "dropout must be off while adapting and scoring at test time"
+    assert [m.training for m in learner.modules()] == modes
+    adapted = [learner.adapt(episode.support_x, episode.support_y, training=False,
+                             generator=torch.Generator().manual_seed(0))["0.weight"] for _ in range(2)]
+    assert not torch.equal(*adapted), "in training mode dropout is on (the check above could fail)"

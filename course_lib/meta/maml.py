@@ -14,12 +14,15 @@ contains ``I - alpha * Hessian``); first-order MAML treats ``grad L_support`` as
 ANIL (Raghu et al. 2020, arXiv:1909.09157) adapts only the head; Meta-SGD (Li et al. 2017,
 arXiv:1707.09835) meta-learns one inner learning rate per parameter entry, ``alpha``.
 
-The network is evaluated at adapted weights with ``torch.func.functional_call``: assigning
-weights to a module (``model.parameters = fast_weights``) changes nothing (see 00_orientation).
+The inner loop is :func:`course_lib.meta.inner_loop.inner_loop` (shared with Reptile); the network
+is evaluated at adapted weights with ``torch.func.functional_call``: assigning weights to a module
+(``model.parameters = fast_weights``) changes nothing (see 00_orientation). :meth:`MAML.adapt_to`
+adapts to any support loss given as a function of the weights (any model input, any loss).
 
 Two ways to process a meta-batch, with the same result: a readable per-task loop
-(``batched=False``) and ``torch.func.vmap`` over tasks (``batched=True``), which on a GPU runs
-all tasks of the meta-batch in the same kernels.
+(``batched=False``, gradients by ``torch.autograd.grad``) and ``torch.func.vmap`` over tasks
+(``batched=True``, gradients by ``torch.func.grad``), which on a GPU runs all tasks of the
+meta-batch in the same kernels.
 
 Example::
 
@@ -29,16 +32,17 @@ Example::
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from ..data.episodes import Episode
-
-Params = dict[str, Tensor]
+from ..evaluate import eval_mode
+from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
 
 class MAML(nn.Module):
@@ -86,14 +90,15 @@ class MAML(nn.Module):
             self.inner_lrs = nn.ParameterList(
                 [nn.Parameter(torch.full_like(params[name], inner_lr)) for name in self.adapted])
 
-    def step_sizes(self, training: bool) -> list[Tensor | float]:
-        """``alpha`` for each adapted parameter: learned (Meta-SGD) or one number."""
+    def step_sizes(self, training: bool) -> float | dict[str, Tensor]:
+        """``alpha``: one number, or (Meta-SGD) the learned tensor of each adapted parameter, by name."""
         if self.meta_sgd:
-            return list(self.inner_lrs)
-        return [self.inner_lr if training else self.eval_inner_lr] * len(self.adapted)
+            return dict(zip(self.adapted, self.inner_lrs))
+        return self.inner_lr if training else self.eval_inner_lr
 
     def support_loss(self, params: Params, support_x: Tensor, support_y: Tensor) -> Tensor:
-        return self.task_loss(functional_call(self.net, params, (support_x,)), support_y)
+        """``L_support`` of one task at the weights ``params``: ``task_loss(f(support_x; params), support_y)``."""
+        return support_loss(self.net, params, support_x, support_y, self.task_loss)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, training: bool = True) -> Params:
         """The adapted weights ``theta'`` for one task (support set ``[N*K, ...]``), per-task loop.
@@ -101,71 +106,58 @@ class MAML(nn.Module):
         In training, second-order MAML keeps the graph of each inner step (``create_graph``) so
         that the outer gradient flows through it; first order and evaluation do not.
         """
-        params: Params = dict(self.net.named_parameters())
-        steps = self.inner_steps if training else self.eval_inner_steps
-        create_graph = training and not self.first_order
-        alphas = self.step_sizes(training)
-        for _ in range(steps):
-            loss = self.support_loss(params, support_x, support_y)
-            grads = torch.autograd.grad(loss, [params[n] for n in self.adapted], create_graph=create_graph)
-            params = {**params, **{n: params[n] - a * g for n, a, g in zip(self.adapted, alphas, grads)}}
-        return params
+        return self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y), training)
 
-    def _query_loss_of_task(self, params: Params, alphas: list[Tensor | float], support_x: Tensor,
-                            support_y: Tensor, query_x: Tensor, query_y: Tensor) -> tuple[Tensor, Tensor]:
-        """Query loss and logits of one task after the inner loop, written for ``vmap``.
+    def adapt_to(self, support_loss: LossOfParams, training: bool = True,
+                 gradient: Gradient = autograd_gradient) -> Params:
+        """``theta'`` for a task given by its support loss as a function of the weights, ``Params -> scalar``.
 
-        ``torch.func.grad`` computes the inner gradient; it stays differentiable for the outer
-        backward pass unless first-order MAML detaches it.
+        Any input and any loss: e.g. a transformer's ``inputs = {"input_ids": ..., "attention_mask": ...}``
+        with ``lambda params: F.cross_entropy(functional_call(maml.net, params, (inputs,)), labels)``.
+        The inner loop (``inner_steps`` SGD steps, or ``eval_inner_steps`` when not ``training``) and the
+        choices of MAML (first/second order, fast weights, Meta-SGD step sizes) are this learner's.
+        ``gradient=func_gradient`` lets ``torch.func.vmap`` run it over a meta-batch of tasks.
         """
-        def inner_loss(adapted: Params, frozen: Params) -> Tensor:
-            return self.support_loss({**frozen, **adapted}, support_x, support_y)
+        steps = self.inner_steps if training else self.eval_inner_steps
+        return inner_loop(dict(self.net.named_parameters()), [support_loss] * steps, self.step_sizes(training),
+                          adapted=self.adapted, create_graph=training and not self.first_order,
+                          gradient=gradient)[0]
 
-        adapted = {n: params[n] for n in self.adapted}
-        frozen = {n: p for n, p in params.items() if n not in adapted}
-        for _ in range(self.inner_steps):
-            grads = grad(inner_loss)(adapted, frozen)
-            if self.first_order:
-                grads = {n: g.detach() for n, g in grads.items()}
-            adapted = {n: adapted[n] - a * grads[n] for n, a in zip(self.adapted, alphas)}
-        logits = functional_call(self.net, {**frozen, **adapted}, (query_x,))
+    def _query_loss_of_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                            gradient: Gradient = autograd_gradient) -> tuple[Tensor, Tensor]:
+        """Query loss and logits ``[N*Q, ...]`` of one task after the inner loop; ``vmap`` maps it over tasks."""
+        fast_weights = self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y),
+                                     gradient=gradient)
+        logits = functional_call(self.net, fast_weights, (query_x,))
         return self.task_loss(logits, query_y), logits
 
     def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
         """``L_meta``: the mean query loss after adaptation over a meta-batch ``[B, ...]``."""
         if self.first_order and not self.meta_sgd and not self.batched:
             return self._first_order_meta_loss(batch)
+        tasks = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         if self.batched:
-            params = dict(self.net.named_parameters())
-            losses, logits = vmap(self._query_loss_of_task, in_dims=(None, None, 0, 0, 0, 0))(
-                params, self.step_sizes(True), batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+            losses, logits = vmap(partial(self._query_loss_of_task, gradient=func_gradient))(*tasks)
         else:
-            losses, logits = [], []
-            for task in range(batch.support_x.shape[0]):
-                fast_weights = self.adapt(batch.support_x[task], batch.support_y[task])
-                logits.append(functional_call(self.net, fast_weights, (batch.query_x[task],)))
-                losses.append(self.task_loss(logits[-1], batch.query_y[task]))
-            losses, logits = torch.stack(losses), torch.stack(logits)
+            losses, logits = (torch.stack(result) for result in
+                              zip(*(self._query_loss_of_task(*task) for task in zip(*tasks))))
         return losses.mean(), self.metrics(logits, batch.query_y)
 
     def _first_order_meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
         """First-order MAML, one task's graph at a time.
 
         First order treats ``d theta' / d theta`` as the identity, so the meta-gradient is the mean
-        query gradient at the adapted weights, ``g = mean_tasks grad_theta' L_query(theta')``. Each
-        task's ``g`` is taken at once, which frees that task's activations (memory of one task, not
-        of the meta-batch). The returned loss has the value of ``L_meta`` and the gradient ``g``:
-        ``L_meta + <theta, g> - <theta, g>.detach()``.
+        query gradient at the adapted weights, ``g = mean_tasks grad_theta' L_query(theta')`` (taken
+        with respect to ``theta`` through that identity). Each task's ``g`` is taken at once, which
+        frees that task's activations (memory of one task, not of the meta-batch). The returned loss
+        has the value of ``L_meta`` and the gradient ``g``: ``L_meta + <theta, g> - <theta, g>.detach()``.
         """
         params = {name: p for name, p in self.net.named_parameters() if p.requires_grad}
         summed = {name: torch.zeros_like(p) for name, p in params.items()}
         losses, logits = [], []
-        for task in range(batch.support_x.shape[0]):
-            fast_weights = self.adapt(batch.support_x[task], batch.support_y[task])
-            task_logits = functional_call(self.net, fast_weights, (batch.query_x[task],))
-            task_loss = self.task_loss(task_logits, batch.query_y[task])
-            grads = torch.autograd.grad(task_loss, [fast_weights[name] for name in params])
-            for name, g in zip(params, grads):
+        for task in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
+            task_loss, task_logits = self._query_loss_of_task(*task)
+            for name, g in zip(params, torch.autograd.grad(task_loss, list(params.values()))):
                 summed[name] += g
             losses.append(task_loss.detach())
             logits.append(task_logits.detach())
@@ -180,11 +172,14 @@ class MAML(nn.Module):
         return {}
 
     def predict(self, episode: Episode) -> Tensor:
-        """Query predictions of one episode after the evaluation inner loop (no outer graph)."""
-        with torch.enable_grad():
+        """Query predictions of one episode after the evaluation inner loop (no outer graph).
+
+        Adapting and scoring run in eval mode (dropout off); every submodule's mode is restored after.
+        """
+        with eval_mode(self):
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
-        with torch.no_grad():
-            return functional_call(self.net, fast_weights, (episode.query_x,))
+            with torch.no_grad():
+                return functional_call(self.net, fast_weights, (episode.query_x,))
 
 
 def loss(maml: MAML, batch: Episode) -> tuple[Tensor, dict[str, float]]:

@@ -23,9 +23,10 @@ then performs the update above (Adam on ``g`` is the paper's alternative).
 Shapes: one task has ``support_x: [N*K, C, H, W]`` (or ``[K, 1]`` for sinusoids); a meta-batch
 has a leading ``[B]``; the inner loop's mini-batches are ``[inner_steps, inner_batch_size, ...]``.
 
-Two ways to run a meta-batch's inner loops, with the same result: one task after the other with
-``torch.autograd.grad`` (``batched=False``), or all tasks together with ``torch.func.vmap`` over
-``torch.func.grad_and_value`` (``batched=True``).
+The inner loop is :func:`course_lib.meta.inner_loop.inner_loop` (shared with MAML, its Adam rule
+included). Two ways to run a meta-batch's inner loops, with the same result: one task after the
+other with ``torch.autograd.grad`` (``batched=False``), or all tasks together with
+``torch.func.vmap`` over ``torch.func.grad_and_value`` (``batched=True``).
 
 Evaluation (:meth:`Reptile.predict`) is non-transductive by default. The conv net's batch norm
 always uses the statistics of the batch it is given, so predicting the whole query set in one
@@ -49,16 +50,13 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from ..data.episodes import Episode
+from ..evaluate import eval_mode
 from ..models import ExplicitBatchNorm2d
-
-Params = dict[str, Tensor]
-Gradient = Callable[[Params, Tensor, Tensor], tuple[Params, Tensor]]
-
-INNER_OPTIMIZERS = ("sgd", "adam")
+from .inner_loop import UPDATE_RULES, Gradient, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
 
 class Reptile(nn.Module):
@@ -89,9 +87,9 @@ class Reptile(nn.Module):
         super().__init__()
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1 (with none, theta - phi is 0), got {inner_steps}")
-        if inner_optimizer not in INNER_OPTIMIZERS:
+        if inner_optimizer not in UPDATE_RULES:
             raise ValueError(f"unknown inner optimizer {inner_optimizer!r}: "
-                             f"choose one of {', '.join(INNER_OPTIMIZERS)}")
+                             f"choose one of {', '.join(UPDATE_RULES)}")
         self.net = net
         self.inner_lr, self.inner_steps, self.inner_batch_size = inner_lr, inner_steps, inner_batch_size
         self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
@@ -105,9 +103,6 @@ class Reptile(nn.Module):
     def initial_params(self) -> Params:
         """``theta`` as a dict of tensors detached from the module: the inner loop builds no graph to it."""
         return {name: p.detach() for name, p in self.net.named_parameters()}
-
-    def support_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
-        return self.task_loss(functional_call(self.net, params, (x,)), y)
 
     def inner_batches(self, n_examples: int, training: bool, generator: torch.Generator | None = None) -> Tensor:
         """Indices ``[steps, batch_size]`` of the inner loop's mini-batches of a support set.
@@ -123,47 +118,23 @@ class Reptile(nn.Module):
         order = torch.cat([torch.randperm(n_examples, generator=generator) for _ in range(passes)])
         return order[: steps * batch_size].view(steps, batch_size)
 
-    def _autograd_gradient(self, params: Params, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
-        """The support-loss gradient at ``params`` and the loss, with ``torch.autograd.grad`` (no graph kept)."""
-        leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-        loss = self.support_loss(leaves, x, y)
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        return dict(zip(leaves, grads)), loss.detach()
+    def train_on_mini_batches(self, theta: Params, batches_x: Tensor, batches_y: Tensor, lr: float,
+                              gradient: Gradient = autograd_gradient) -> tuple[Params, Tensor]:
+        """``phi = U^k(theta)``: one SGD or Adam step per mini-batch, ``batches_x: [k, batch_size, ...]``.
 
-    def _inner_update(self, params: Params, grads: Params, state: tuple[Params, Params], step: int,
-                      lr: float) -> tuple[Params, tuple[Params, Params]]:
-        """One SGD step, ``phi - lr * grad``, or one Adam step (bias-corrected moments ``m``, ``v``):
-        ``phi - lr * m_hat / (sqrt(v_hat) + eps)``."""
-        if self.inner_optimizer == "sgd":
-            return {n: p - lr * grads[n] for n, p in params.items()}, state
-        beta1, beta2 = self.betas
-        m = {n: beta1 * state[0][n] + (1 - beta1) * g for n, g in grads.items()}
-        v = {n: beta2 * state[1][n] + (1 - beta2) * g * g for n, g in grads.items()}
-        new = {n: p - lr * (m[n] / (1 - beta1 ** step)) / ((v[n] / (1 - beta2 ** step)).sqrt() + self.eps)
-               for n, p in params.items()}
-        return new, (m, v)
-
-    def _inner_loop(self, params: Params, batches_x: Tensor, batches_y: Tensor, lr: float,
-                    gradient: Gradient) -> tuple[Params, Tensor]:
-        """``phi = U^k(theta)``: one step per mini-batch, ``batches_x: [k, batch_size, ...]``.
-
-        Also returns the support loss of the last step (NaN without steps), a training diagnostic.
+        Also returns the support loss of the last step, a training diagnostic.
         """
-        zeros = {n: torch.zeros_like(p) for n, p in params.items()}
-        state, loss = (zeros, zeros), torch.tensor(float("nan"))
-        for step in range(batches_x.shape[0]):
-            grads, loss = gradient(params, batches_x[step], batches_y[step])
-            params, state = self._inner_update(params, grads, state, step + 1, lr)
-        return params, loss
+        step_losses = [partial(support_loss, self.net, support_x=batches_x[step], support_y=batches_y[step],
+                               task_loss=self.task_loss) for step in range(batches_x.shape[0])]
+        return inner_loop(theta, step_losses, lr, update=self.inner_optimizer, gradient=gradient,
+                          betas=self.betas, eps=self.eps)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, training: bool = True,
               generator: torch.Generator | None = None) -> Params:
         """The adapted weights ``phi`` (``fast_weights``) for one task's support set ``[N*K, ...]``."""
         order = self.inner_batches(support_x.shape[0], training, generator).to(support_x.device)
         lr = self.inner_lr if training else self.eval_inner_lr
-        with torch.enable_grad():
-            return self._inner_loop(self.initial_params(), support_x[order], support_y[order], lr,
-                                    self._autograd_gradient)[0]
+        return self.train_on_mini_batches(self.initial_params(), support_x[order], support_y[order], lr)[0]
 
     def adapt_batch(self, support_x: Tensor, support_y: Tensor) -> tuple[Params, Tensor]:
         """Adapted weights of a meta-batch, each ``[B, *shape]``, from ``support_x: [B, N*K, ...]``,
@@ -175,14 +146,11 @@ class Reptile(nn.Module):
         order = torch.stack([self.inner_batches(n_examples, True) for _ in range(n_tasks)]).to(support_x.device)
         tasks = torch.arange(n_tasks, device=support_x.device)[:, None, None]
         batches_x, batches_y = support_x[tasks, order], support_y[tasks, order]    # [B, k, batch_size, ...]
-        theta = self.initial_params()
+        train = partial(self.train_on_mini_batches, self.initial_params(), lr=self.inner_lr)
         if self.batched:
-            inner_loop = partial(self._inner_loop, lr=self.inner_lr, gradient=grad_and_value(self.support_loss))
-            return vmap(inner_loop, in_dims=(None, 0, 0))(theta, batches_x, batches_y)
-        with torch.enable_grad():
-            per_task = [self._inner_loop(theta, batches_x[t], batches_y[t], self.inner_lr, self._autograd_gradient)
-                        for t in range(n_tasks)]
-        adapted = {name: torch.stack([phi[name] for phi, _ in per_task]) for name in theta}
+            return vmap(partial(train, gradient=func_gradient))(batches_x, batches_y)
+        per_task = [train(batches_x[t], batches_y[t]) for t in range(n_tasks)]
+        adapted = {name: torch.stack([phi[name] for phi, _ in per_task]) for name in per_task[0][0]}
         return adapted, torch.stack([loss for _, loss in per_task])
 
     def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
@@ -199,16 +167,18 @@ class Reptile(nn.Module):
     def predict(self, episode: Episode) -> Tensor:
         """Query predictions ``[N*Q, ...]`` of one episode after the evaluation inner loop.
 
+        Adapting and scoring run in eval mode (dropout off; every submodule's mode is restored after).
         Mini-batch orders come from a fixed seed, so evaluation is deterministic. Non-transductive
         unless ``transductive=True`` (a network without batch norm predicts every query in one
         batch: without batch statistics that is not transductive).
         """
-        fast_weights = self.adapt(episode.support_x, episode.support_y, training=False,
-                                  generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            if self.transductive or not self.uses_batch_statistics:
-                return functional_call(self.net, fast_weights, (episode.query_x,))
-            return self.predict_one_query_at_a_time(fast_weights, episode.support_x, episode.query_x)
+        with eval_mode(self):
+            fast_weights = self.adapt(episode.support_x, episode.support_y, training=False,
+                                      generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                if self.transductive or not self.uses_batch_statistics:
+                    return functional_call(self.net, fast_weights, (episode.query_x,))
+                return self.predict_one_query_at_a_time(fast_weights, episode.support_x, episode.query_x)
 
     def predict_one_query_at_a_time(self, params: Params, support_x: Tensor, query_x: Tensor) -> Tensor:
         """Each query classified in its own batch ``[support set; that query]``: ``[N*Q, ...]``.
