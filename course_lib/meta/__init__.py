@@ -10,4 +10,8 @@ protocol serve them all:
 inputs need: ``icl`` has two task families, so ``regression_loss`` and ``classification_loss`` /
 ``classification_predict``; ``metaicl.predict(model, tokenizer, dataset, episode)`` needs the
 tokenizer and the utterances, bound with ``functools.partial`` before evaluation.
+
+``inner_loop`` is the one functional inner loop (``params -> adapted params``: SGD or Adam steps, step
+sizes, ``create_graph``) that MAML and its variants and Reptile share; every ``predict`` runs in eval mode
+(``evaluate.eval_mode``).
 """
