@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -24,38 +25,28 @@ from .runtime import PROFILES, get_device
 from .train import NonFiniteLossError
 
 
-def whole_number_at_least(least: int):
-    """An argparse type: an integer of at least ``least``, else a message saying so."""
-    def parse(text: str) -> int:
+def number_such_that(kind: type, accepted: Callable[[float], bool], requirement: str):
+    """An argparse type: a number of ``kind`` (int or float) that ``accepted`` lets through, else a message
+    saying the ``requirement``."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if not accepted(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
         return value
     return parse
 
 
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+def whole_number_at_least(least: int):
+    return number_such_that(int, lambda value: value >= least, f"must be at least {least}")
 
 
-def held_out_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (the fraction of classes held out), "
-                                         f"got {text}")
-    return value
+positive_number = number_such_that(float, lambda value: value > 0, "must be positive")
+held_out_fraction = number_such_that(float, lambda value: 0 <= value < 1,
+                                     "must be at least 0 and below 1 (the fraction of classes held out)")
 
 
 def existing_folder(text: str) -> Path:
