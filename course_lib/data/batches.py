@@ -34,6 +34,11 @@ class TensorBatch:
         """``items`` of equal shapes as one batch: every field ``torch.stack``-ed along a new first dimension."""
         if not items:
             raise ValueError(f"{cls.__name__}.stack needs at least one item")
+        for f in fields(cls):
+            shapes = {tuple(getattr(item, f.name).shape) for item in items}
+            if len(shapes) > 1:
+                raise ValueError(f"{cls.__name__}.stack needs items of equal shapes, but {f.name} has the shapes "
+                                 f"{sorted(shapes)} (e.g. tasks of different n_way, k_shot or n_query)")
         return cls(*(torch.stack([getattr(item, f.name) for item in items]) for f in fields(cls)))
 
 
