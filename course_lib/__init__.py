@@ -35,7 +35,8 @@ Modules, each one idea (the notebook that introduces it in brackets):
     course    the course tooling: runner, grading, exercises, report, plots
 """
 from .data.base import ClassDataset
-from .data.episodes import Episode, EpisodeSampler, MixtureSampler, fixed_episodes
+from .data.batches import Episode
+from .data.episodes import EpisodeSampler, MixtureSampler, fixed_episodes
 from .data.folder import load_image_folder
 from .data.omniglot import load_omniglot
 from .data.sinusoid import SinusoidTasks

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from . import runtime
-from .data.episodes import Episode, EpisodeSampler, fixed_episodes
+from .data.batches import Episode
+from .data.episodes import EpisodeSampler, fixed_episodes
 from .data.folder import ImageFolderDataset, load_image_folder, read_image
 from .data.sources import describe_path, read_torch_file, save_atomically
 from .evaluate import EvalResult, eval_mode, evaluate_episodes

@@ -6,15 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib.data.episodes import Episode
+from course_lib.data.batches import Episode, RegressionBatch
+from course_lib.data.regression import LinearRegressionTasks
 from course_lib.meta import icl
 from course_lib.train import TrainConfig, train
 
 
 def regression_batch(batch_size=8, dim=3, n_points=8, seed=0, noise_std=0.0, dtype=torch.float32):
-    tasks = icl.LinearRegressionTasks(dim, n_points, noise_std)
+    tasks = LinearRegressionTasks(dim, n_points, noise_std)
     batch = tasks.sample_batch(batch_size, torch.Generator().manual_seed(seed))
-    return icl.RegressionBatch(batch.x.to(dtype), batch.w.to(dtype), batch.y.to(dtype))
+    return RegressionBatch(batch.x.to(dtype), batch.w.to(dtype), batch.y.to(dtype))
 
 
 def vector_episodes(batch_size=4, n_way=3, k_shot=2, n_query=2, dim=8, seed=0):
@@ -35,7 +36,7 @@ def vector_episodes(batch_size=4, n_way=3, k_shot=2, n_query=2, dim=8, seed=0):
 # ---------------------------------------------------------------- the task family and the token layout
 
 def test_linear_tasks_follow_their_distribution_and_a_seed_fixes_them():
-    tasks = icl.LinearRegressionTasks(dim=4, n_points=6)
+    tasks = LinearRegressionTasks(dim=4, n_points=6)
     a, b = (tasks.sample_batch(3000, torch.Generator().manual_seed(5)) for _ in range(2))
     assert a.x.shape == (3000, 6, 4) and a.w.shape == (3000, 4) and a.y.shape == (3000, 6)
     assert torch.equal(a.x, b.x) and torch.equal(a.w, b.w) and torch.equal(a.y, b.y)
@@ -44,15 +45,15 @@ def test_linear_tasks_follow_their_distribution_and_a_seed_fixes_them():
 
 
 def test_noise_is_added_with_its_standard_deviation():
-    tasks = icl.LinearRegressionTasks(dim=2, n_points=50, noise_std=0.5)
+    tasks = LinearRegressionTasks(dim=2, n_points=50, noise_std=0.5)
     batch = tasks.sample_batch(200, torch.Generator().manual_seed(0))
     residual = batch.y - (batch.x @ batch.w[..., None])[..., 0]
     assert residual.std().item() == pytest.approx(0.5, rel=0.05)
 
 
 def test_a_task_pool_draws_every_w_from_the_same_few_vectors():
-    tasks = icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
-    again = icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
+    tasks = LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
+    again = LinearRegressionTasks(dim=3, n_points=4, pool_size=5, pool_seed=2)
     assert tasks.pool.shape == (5, 3) and torch.equal(tasks.pool, again.pool)
     batch = tasks.sample_batch(400, torch.Generator().manual_seed(0))
     matches = (batch.w[:, None, :] == tasks.pool[None]).all(dim=-1)          # [400, 5]
@@ -60,9 +61,9 @@ def test_a_task_pool_draws_every_w_from_the_same_few_vectors():
     assert torch.allclose(batch.y, (batch.x @ batch.w[..., None])[..., 0], atol=1e-5)
     other = tasks.sample_batch(400, torch.Generator().manual_seed(1))
     assert not torch.equal(batch.x, other.x)                                 # inputs stay fresh
-    assert icl.LinearRegressionTasks(dim=3, n_points=4).pool is None
+    assert LinearRegressionTasks(dim=3, n_points=4).pool is None
     with pytest.raises(ValueError, match="pool_size"):
-        icl.LinearRegressionTasks(dim=3, n_points=4, pool_size=0)
+        LinearRegressionTasks(dim=3, n_points=4, pool_size=0)
 
 
 def test_the_sequence_interleaves_x_and_y_tokens_in_separate_slots():
@@ -152,7 +153,7 @@ def test_the_zero_predictor_has_normalised_error_one():
 def test_a_tiny_transformer_learns_linear_regression_in_context():
     # Measured (2 CPU cores, 7 s): normalised error at the last position 0.27 with this seed, 0.15 to 0.31
     # over seeds 0-3 (training and initialisation); least squares is exact there, predicting 0 scores 1.
-    tasks = icl.LinearRegressionTasks(dim=2, n_points=5)
+    tasks = LinearRegressionTasks(dim=2, n_points=5)
     torch.manual_seed(0)
     model = icl.InContextRegressor(dim=2, n_points=5, n_layer=2, n_embd=32, n_head=2)
     history = train(model, icl.regression_loss, partial(tasks.sample_batch, 64),

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from course_lib.data.episodes import Episode
+from course_lib.data.batches import Episode
 from course_lib.meta.maml import MAML
 from course_lib.text.encoder import SentenceEncoder
 from course_lib.text.lora import UtteranceClassifier, is_fast_weight, with_lora

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from course_lib.data.batches import PromptBatch
 from course_lib.data.clinc import load_clinc
 from course_lib.data.episodes import EpisodeSampler, fixed_episodes
 from course_lib.evaluate import evaluate_episodes
@@ -61,25 +62,25 @@ def test_episode_prompts_show_the_support_with_its_intent_names_and_end_with_eac
 
 
 def test_the_loss_counts_the_label_tokens_only(standin, tokenizer):
-    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1, batch_size=4)
-    batch = sampler.sample(torch.Generator().manual_seed(0))
+    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1)
+    batch = sampler.sample_batch(4, torch.Generator().manual_seed(0))
     model = ContextFreeLM(tokenizer.vocab_size)
     loss, _ = metaicl.loss(model, batch)
     log_probs = model.logits.log_softmax(-1)
     labels = batch.input_ids[batch.label_mask.bool()]
     assert loss.item() == pytest.approx(-log_probs[labels].mean().item(), abs=1e-5)
     # other prompt tokens: a loss that counted them would change; other label tokens: it must change
-    changed_prompt = metaicl.PromptBatch(torch.where(batch.label_mask.bool(), batch.input_ids,
+    changed_prompt = PromptBatch(torch.where(batch.label_mask.bool(), batch.input_ids,
                                                      (batch.input_ids + 7) % tokenizer.vocab_size),
                                          batch.attention_mask, batch.label_mask)
     assert metaicl.loss(model, changed_prompt)[0].item() == pytest.approx(loss.item(), abs=1e-6)
-    changed_label = metaicl.PromptBatch(torch.where(batch.label_mask.bool(), (batch.input_ids + 7) % tokenizer.vocab_size,
+    changed_label = PromptBatch(torch.where(batch.label_mask.bool(), (batch.input_ids + 7) % tokenizer.vocab_size,
                                                     batch.input_ids), batch.attention_mask, batch.label_mask)
     assert metaicl.loss(model, changed_label)[0].item() != pytest.approx(loss.item(), abs=1e-3)
 
 
 def test_the_loss_equals_the_label_log_likelihood_of_the_whole_sequence_on_a_real_lm(standin, tokenizer):
-    batch = metaicl.PromptBatchSampler(standin, tokenizer, 3, 1, batch_size=4).sample(torch.Generator().manual_seed(1))
+    batch = metaicl.PromptBatchSampler(standin, tokenizer, 3, 1).sample_batch(4, torch.Generator().manual_seed(1))
     model = tiny_lm(tokenizer).eval()
     with torch.no_grad():
         loss, _ = metaicl.loss(model, batch)
@@ -90,8 +91,8 @@ def test_the_loss_equals_the_label_log_likelihood_of_the_whole_sequence_on_a_rea
 
 def test_a_few_steps_lower_the_loss_and_predict_follows_the_evaluation_protocol(standin, tokenizer):
     model = tiny_lm(tokenizer)
-    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1, batch_size=4)
-    batch = sampler.sample(torch.Generator().manual_seed(0))
+    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1)
+    batch = sampler.sample_batch(4, torch.Generator().manual_seed(0))
     history = train(model, metaicl.loss, lambda generator: batch,
                     TrainConfig(steps=12, lr=1e-2, log_every=4, progress=False))
     _, losses = history.series("loss")
@@ -110,7 +111,7 @@ def test_lora_on_the_attention_trains_the_adapters_and_leaves_the_base_weights_u
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     assert lora and all(not p.requires_grad for n, p in model.named_parameters() if n in base)
-    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1, batch_size=4)
-    train(model, metaicl.loss, sampler.sample, TrainConfig(steps=3, lr=1e-2, progress=False))
+    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1)
+    train(model, metaicl.loss, partial(sampler.sample_batch, 4), TrainConfig(steps=3, lr=1e-2, progress=False))
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
     assert any(not torch.equal(p, lora[n]) for n, p in model.named_parameters() if n in lora)

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 from course_lib.course import plots  # noqa: E402
-from course_lib.data.episodes import Episode  # noqa: E402
+from course_lib.data.batches import Episode  # noqa: E402
 from course_lib.evaluate import EvalResult  # noqa: E402
 from course_lib.train import History  # noqa: E402
 

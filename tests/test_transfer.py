@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from course_lib.data import ClassDataset, load_omniglot
-from course_lib.data.episodes import Episode, EpisodeSampler, fixed_episodes
+from course_lib.data.batches import Episode
+from course_lib.data.episodes import EpisodeSampler, fixed_episodes
 from course_lib.evaluate import evaluate_episodes
 from course_lib.meta import transfer
 from course_lib.train import TrainConfig, train
@@ -126,12 +127,29 @@ def test_embed_dataset_refuses_batch_statistics():
 def test_classification_sampler_is_seeded_and_labels_are_dataset_classes():
     dataset = ClassDataset(torch.arange(6 * 20, dtype=torch.float32).view(6, 20, 1, 1, 1),
                            [f"c{i}" for i in range(6)], "coded", rotations=True)
-    sampler = transfer.ClassificationSampler(dataset, 50)
-    batch = sampler(torch.Generator().manual_seed(0))
-    again = sampler(torch.Generator().manual_seed(0))
+    sampler = transfer.ClassificationSampler(dataset)
+    batch = sampler.sample_batch(50, torch.Generator().manual_seed(0))
+    again = sampler.sample_batch(50, torch.Generator().manual_seed(0))
     assert batch.x.shape == (50, 1, 1, 1) and torch.equal(batch.x, again.x) and torch.equal(batch.y, again.y)
     assert batch.y.max() < 24 and len(batch.y.unique()) > 15, "24 classes: 6 characters in 4 rotations"
     assert torch.equal((batch.x.flatten() // 20).long(), batch.y // 4), "label c is base class c // 4"
+    one = sampler.sample(torch.Generator().manual_seed(3))
+    assert one.x.shape == (1, 1, 1) and one.y.shape == () and int(one.x.flatten() // 20) == int(one.y) // 4
+
+
+def test_classification_batches_keep_the_stream_of_the_stored_pretraining_runs():
+    # sample_batch is vectorised: all B classes, then one example index per class (the stream that
+    # notebooks 02 and 06 were run with); a batch of one is what sample draws.
+    dataset = ClassDataset(torch.arange(6 * 20, dtype=torch.float32).view(6, 20, 1, 1, 1),
+                           [f"c{i}" for i in range(6)], "coded")
+    sampler = transfer.ClassificationSampler(dataset)
+    generator = torch.Generator().manual_seed(0)
+    classes, drawings = torch.randint(6, (8,), generator=generator), torch.randint(20, (8,), generator=generator)
+    batch = sampler.sample_batch(8, torch.Generator().manual_seed(0))
+    assert torch.equal(batch.y, classes) and torch.equal(batch.x.flatten(), (20 * classes + drawings).float())
+    one = sampler.sample(torch.Generator().manual_seed(5))
+    first = sampler.sample_batch(1, torch.Generator().manual_seed(5))[0]
+    assert torch.equal(one.x, first.x) and torch.equal(one.y, first.y)
 
 
 def test_cosine_head_logits_are_scaled_cosines():
@@ -152,8 +170,9 @@ def pretrain_on_real_omniglot(steps=150):
     torch.manual_seed(0)
     model = transfer.pretraining_model(train_classes.num_classes)
     config = TrainConfig(steps=steps, lr=3e-3, log_every=10, progress=False)
-    history = train(model, transfer.classification_loss, transfer.ClassificationSampler(train_classes, 64), config)
-    reference = transfer.ClassificationSampler(train_classes, 500)(torch.Generator().manual_seed(0)).x
+    sampler = transfer.ClassificationSampler(train_classes)
+    history = train(model, transfer.classification_loss, partial(sampler.sample_batch, 64), config)
+    reference = sampler.sample_batch(500, torch.Generator().manual_seed(0)).x
     return train_classes, history, transfer.freeze_batch_norm(model, reference)
 
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data.episodes import Episode
+from ..data.batches import Episode
 from ..train import History
 
 

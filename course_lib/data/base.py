@@ -5,19 +5,10 @@ set of examples; an episode picks classes and examples from it (see ``episodes``
 """
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Sequence
 
 import torch
 from torch import Tensor
-
-
-class TensorBatch:
-    """A dataclass of tensors that moves to a device as a whole: ``batch.to(device)``, as the training
-    loop calls it (episodes, labelled batches, regression tasks, packed prompts)."""
-
-    def to(self, device: torch.device | str):
-        return type(self)(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class ClassDataset:

@@ -7,64 +7,23 @@ learner adapts, and a query set, on which the adapted learner is scored:
 * per class, pick ``k_shot + n_query`` distinct examples: ``k_shot`` go to the support set,
   ``n_query`` to the query set.
 
-Every sampler here has ``sample(generator) -> Episode`` and
-``sample_batch(meta_batch_size, generator) -> Episode`` (a leading task dimension), so the
+Both samplers here follow the course's one sampler protocol (:mod:`course_lib.data.samplers`):
+``sample(generator) -> Episode`` (:class:`~course_lib.data.batches.Episode`) and
+``sample_batch(meta_batch_size, generator) -> Episode`` with a leading task dimension, so the
 training loop, :func:`fixed_episodes` and the evaluation protocol work with any of them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor
 
-from .base import ClassDataset, TensorBatch
-
-
-@dataclass
-class Episode(TensorBatch):
-    """One task, or a meta-batch of tasks stacked along a leading dimension ``B``.
-
-    Shapes for one N-way K-shot task with Q queries per class (images ``[C, H, W]``):
-        support_x: ``[N*K, C, H, W]``, support_y: ``[N*K]`` (labels 0..N-1)
-        query_x:   ``[N*Q, C, H, W]``, query_y:   ``[N*Q]``
-        task: what defines the task, e.g. the dataset class of each label ``[N]``,
-              or a sinusoid's ``[amplitude, phase]``.
-    """
-
-    support_x: Tensor
-    support_y: Tensor
-    query_x: Tensor
-    query_y: Tensor
-    task: Tensor
-
-    def __getitem__(self, index: int) -> "Episode":
-        """Task ``index`` of a meta-batch."""
-        return Episode(*(getattr(self, f.name)[index] for f in fields(self)))
+from .base import ClassDataset
+from .batches import Episode
+from .samplers import TaskSampler
 
 
-def stack_episodes(episodes: list[Episode]) -> Episode:
-    """Stack tasks of equal shapes into a meta-batch with a leading task dimension."""
-    return Episode(*(torch.stack([getattr(e, f.name) for e in episodes]) for f in fields(Episode)))
-
-
-class TaskSampler(Protocol):
-    def sample(self, generator: torch.Generator) -> Episode: ...
-
-
-class BatchSampler:
-    """Adds ``sample_batch`` to any sampler with ``sample``."""
-
-    def sample(self, generator: torch.Generator) -> Episode:
-        raise NotImplementedError
-
-    def sample_batch(self, meta_batch_size: int, generator: torch.Generator) -> Episode:
-        """A meta-batch: ``meta_batch_size`` tasks stacked along a new first dimension."""
-        return stack_episodes([self.sample(generator) for _ in range(meta_batch_size)])
-
-
-class EpisodeSampler(BatchSampler):
+class EpisodeSampler(TaskSampler[Episode]):
     """N-way K-shot episodes with ``n_query`` queries per class from a :class:`ClassDataset`.
 
     Classes may differ in size: each class draws its examples from its own ``dataset.class_size(c)``.
@@ -104,14 +63,14 @@ class EpisodeSampler(BatchSampler):
         )
 
 
-class MixtureSampler(BatchSampler):
+class MixtureSampler(TaskSampler[Episode]):
     """Each task from one of several samplers, picked uniformly at random for every task.
 
     For tasks within one group of classes, the group drawn anew each time: 15-way episodes within
     one CLINC150 domain, ``MixtureSampler([EpisodeSampler(d, 15, 1, 5) for d in domains])``.
     """
 
-    def __init__(self, samplers: Sequence[TaskSampler]):
+    def __init__(self, samplers: Sequence[TaskSampler[Episode]]):
         if not samplers:
             raise ValueError("MixtureSampler needs at least one sampler")
         self.samplers = list(samplers)
@@ -121,7 +80,7 @@ class MixtureSampler(BatchSampler):
         return self.samplers[which].sample(generator)
 
 
-def fixed_episodes(sampler: TaskSampler, num_episodes: int, seed: int = 0) -> list[Episode]:
+def fixed_episodes(sampler: TaskSampler[Episode], num_episodes: int, seed: int = 0) -> list[Episode]:
     """The same ``num_episodes`` tasks every time for a given seed: the evaluation set.
 
     Every method is scored on one such list, so their numbers are comparable.

@@ -10,14 +10,16 @@ import math
 
 import torch
 
-from .episodes import BatchSampler, Episode
+from .batches import Episode
+from .samplers import TaskSampler
 
 
-class SinusoidTasks(BatchSampler):
+class SinusoidTasks(TaskSampler[Episode]):
     """Sinusoid tasks with ``k_shot`` support points and ``n_query`` query points.
 
     ``sample`` returns an :class:`Episode` with ``support_x``, ``support_y``: ``[k_shot, 1]``,
-    ``query_x``, ``query_y``: ``[n_query, 1]`` and ``task = [amplitude, phase]``.
+    ``query_x``, ``query_y``: ``[n_query, 1]`` and ``task = [amplitude, phase]``; ``sample_batch(B, g)``
+    stacks ``B`` of them (``[B, k_shot, 1]``, ..., ``task: [B, 2]``).
     """
 
     amplitude_range = (0.1, 5.0)

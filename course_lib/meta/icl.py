@@ -14,8 +14,8 @@ inner loop and no gradient step at test time: adaptation is the forward pass ove
 
 Two task families:
 
-* linear regression (:class:`LinearRegressionTasks`, :class:`InContextRegressor`), Garg et al.'s
-  main case, compared with least squares, ridge regression and k-nearest neighbours on the same
+* linear regression (tasks from :class:`course_lib.data.regression.LinearRegressionTasks`, the learner
+  :class:`InContextRegressor`), Garg et al.'s main case, compared with least squares, ridge regression and k-nearest neighbours on the same
   prefixes (:func:`least_squares_predictions`, :func:`ridge_predictions`, :func:`knn_predictions`,
   :func:`normalised_error`);
 * N-way classification episodes of vectors (e.g. frozen sentence embeddings), one token per
@@ -29,6 +29,7 @@ none); d=5 with 11 points was still on its initial loss plateau after 2,000 step
 Example::
 
     from functools import partial
+    from course_lib.data.regression import LinearRegressionTasks
     tasks = LinearRegressionTasks(dim=3, n_points=7)
     model = InContextRegressor(dim=3, n_points=7)
     history = train(model, regression_loss, partial(tasks.sample_batch, 64), TrainConfig(steps=2000))
@@ -39,7 +40,6 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -47,8 +47,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import GPT2Config, GPT2Model
 
-from ..data.base import TensorBatch
-from ..data.episodes import Episode
+from ..data.batches import Episode, RegressionBatch
 
 
 def gpt2_backbone(n_positions: int, n_layer: int, n_embd: int, n_head: int) -> GPT2Model:
@@ -65,49 +64,6 @@ def gpt2_backbone(n_positions: int, n_layer: int, n_embd: int, n_head: int) -> G
 
 
 # ---------------------------------------------------------------- linear regression in context
-
-@dataclass
-class RegressionBatch(TensorBatch):
-    """A batch of ``B`` linear regression tasks: ``x: [B, n, d]``, ``w: [B, d]``, ``y: [B, n]``."""
-
-    x: Tensor
-    w: Tensor
-    y: Tensor
-
-
-class LinearRegressionTasks:
-    """Garg et al.'s linear functions: per task ``w ~ N(0, I_d)``; its ``n_points`` inputs
-    ``x_i ~ N(0, I_d)`` and outputs ``y_i = w . x_i + eps_i``, ``eps_i ~ N(0, noise_std^2)``.
-
-    Without noise ``Var(y_i) = E||w||^2 = d``: predicting 0 has normalised error 1 (:func:`normalised_error`).
-
-    ``pool_size``: draw ``w`` from a fixed pool of ``pool_size`` vectors (drawn once from ``N(0, I_d)`` with
-    ``pool_seed``, kept in ``self.pool: [pool_size, d]``) instead of a fresh one per task: the low task
-    diversity of Raventos et al. 2023 (arXiv:2306.15063), where a transformer memorises the pool instead of
-    learning to regress in context (08_in_context_learning, section 4). Inputs and noise stay fresh.
-    """
-
-    def __init__(self, dim: int, n_points: int, noise_std: float = 0.0, pool_size: int | None = None,
-                 pool_seed: int = 0):
-        if dim < 1 or n_points < 1:
-            raise ValueError(f"dim and n_points must be at least 1, got {dim} and {n_points}")
-        if pool_size is not None and pool_size < 1:
-            raise ValueError(f"pool_size must be at least 1 (or None for a fresh w per task), got {pool_size}")
-        self.dim, self.n_points, self.noise_std = dim, n_points, noise_std
-        self.pool = (None if pool_size is None else
-                     torch.randn(pool_size, dim, generator=torch.Generator().manual_seed(pool_seed)))
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> RegressionBatch:
-        """``batch_size`` tasks, every number drawn from ``generator`` (so a seed fixes the batch)."""
-        x = torch.randn(batch_size, self.n_points, self.dim, generator=generator)
-        if self.pool is None:
-            w = torch.randn(batch_size, self.dim, generator=generator)
-        else:
-            w = self.pool[torch.randint(len(self.pool), (batch_size,), generator=generator)]
-        noise = torch.randn(batch_size, self.n_points, generator=generator)
-        y = torch.einsum("bnd,bd->bn", x, w) + self.noise_std * noise
-        return RegressionBatch(x, w, y)
-
 
 def regression_sequence(x: Tensor, y: Tensor) -> Tensor:
     """The tokens ``x_1, y_1, x_2, y_2, ..., x_n, y_n``: ``x [B, n, d]``, ``y [B, n]`` -> ``[B, 2n, d+1]``.
@@ -148,7 +104,8 @@ class InContextRegressor(nn.Module):
 def normalised_error(predictions: Tensor, y: Tensor, dim: int) -> Tensor:
     """Squared error per position, averaged over the batch, divided by ``dim``: ``[B, n]`` -> ``[n]``.
 
-    ``dim`` is ``Var(y)`` of noiseless :class:`LinearRegressionTasks`, so predicting 0 scores 1.
+    ``dim`` is ``Var(y)`` of noiseless :class:`~course_lib.data.regression.LinearRegressionTasks`, so
+    predicting 0 scores 1.
     """
     return (predictions.float() - y.float()).pow(2).mean(dim=0) / dim
 

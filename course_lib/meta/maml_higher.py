@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.episodes import Episode
+from ..data.batches import Episode
 
 
 def meta_loss(net: nn.Module, batch: Episode, inner_lr: float, inner_steps: int,

@@ -17,8 +17,8 @@ step, the label with the highest (length-normalised) log-likelihood wins
 
 Example (``dataset`` an :class:`~course_lib.data.clinc.IntentDataset`)::
 
-    sampler = PromptBatchSampler(train, tokenizer, n_way=3, k_shot=1, batch_size=16)
-    history = train(model, loss, sampler.sample, TrainConfig(steps=500, lr=3e-4))
+    sampler = PromptBatchSampler(train, tokenizer, n_way=3, k_shot=1)
+    history = train(model, loss, partial(sampler.sample_batch, 16), TrainConfig(steps=500, lr=3e-4))
     evaluate_episodes(partial(predict, model, tokenizer, test), test_episodes)
 
 With a pretrained LM, train LoRA adapters on the attention instead of all weights
@@ -26,14 +26,13 @@ With a pretrained LM, train LoRA adapters on the attention instead of all weight
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ..data.base import TensorBatch
+from ..data.batches import Episode, PromptBatch
 from ..data.clinc import IntentDataset
-from ..data.episodes import Episode, EpisodeSampler
+from ..data.episodes import EpisodeSampler
+from ..data.samplers import TaskSampler, check_batch_size
 from ..text.prompting import build_prompt, label_log_likelihood, label_scores, pack_pairs
 
 GPT2_ATTENTION = ("c_attn",)  # GPT-2's fused query-key-value projection: where LoRA goes
@@ -63,45 +62,43 @@ def predict(model: nn.Module, tokenizer, dataset: IntentDataset, episode: Episod
     return scores
 
 
-@dataclass
-class PromptBatch(TensorBatch):
-    """Prompt-and-label pairs packed for a causal LM (:func:`~course_lib.text.prompting.pack_pairs`):
-    ``input_ids``, ``attention_mask``, ``label_mask``, all ``[B, T]``."""
+class PromptBatchSampler(TaskSampler[PromptBatch]):
+    """MetaICL training prompts: one item is one N-way k-shot episode of ``dataset`` with one query
+    (drawn at random), as a prompt with its label name, tokenised by ``tokenizer``.
 
-    input_ids: Tensor
-    attention_mask: Tensor
-    label_mask: Tensor
-
-
-class PromptBatchSampler:
-    """Batches of MetaICL training prompts: ``batch_size`` N-way k-shot episodes of ``dataset``, one
-    query each (drawn at random), every one a prompt with its label name.
+    ``sample(g) -> PromptBatch`` of one pair (``[T]``, no padding); ``sample_batch(n, g)`` packs ``n``
+    pairs, drawn one after the other exactly as ``n`` calls of ``sample`` would draw them, into one
+    right-padded ``[n, T]`` batch (:func:`~course_lib.text.prompting.pack_pairs`): the training loop's
+    ``partial(sampler.sample_batch, 16)``.
 
     ``shuffle_names``: give each episode's classes its names in a random order (the names of the
     episode's intents, permuted), so that a label can only be read off the demonstrations, never
     recalled from the utterance: the label-permutation trick of 08, with words.
-    ``sample(generator)`` draws all its randomness from ``generator``, as the training loop requires.
     """
 
-    def __init__(self, dataset: IntentDataset, tokenizer, n_way: int, k_shot: int, batch_size: int,
-                 shuffle_names: bool = False):
-        self.dataset, self.tokenizer, self.batch_size = dataset, tokenizer, batch_size
+    def __init__(self, dataset: IntentDataset, tokenizer, n_way: int, k_shot: int, shuffle_names: bool = False):
+        self.dataset, self.tokenizer = dataset, tokenizer
         self.episodes = EpisodeSampler(dataset, n_way, k_shot, n_query=1)
         self.shuffle_names = shuffle_names
 
+    def _pair(self, generator: torch.Generator) -> tuple[list[int], list[int]]:
+        """The token ids of one training prompt and of its label name."""
+        episode = self.episodes.sample(generator)
+        names = [self.dataset.label_names[c] for c in episode.task.tolist()]
+        if self.shuffle_names:
+            names = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+        prompts, names = episode_prompts(self.dataset, episode, names)
+        q = int(torch.randint(len(prompts), (1,), generator=generator))
+        label = names[int(episode.query_y[q])]
+        return (self.tokenizer(prompts[q], add_special_tokens=False)["input_ids"],
+                self.tokenizer(" " + label, add_special_tokens=False)["input_ids"])
+
     def sample(self, generator: torch.Generator) -> PromptBatch:
-        pairs = []
-        for _ in range(self.batch_size):
-            episode = self.episodes.sample(generator)
-            names = [self.dataset.label_names[c] for c in episode.task.tolist()]
-            if self.shuffle_names:
-                names = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
-            prompts, names = episode_prompts(self.dataset, episode, names)
-            q = int(torch.randint(len(prompts), (1,), generator=generator))
-            label = names[int(episode.query_y[q])]
-            pairs.append((self.tokenizer(prompts[q], add_special_tokens=False)["input_ids"],
-                          self.tokenizer(" " + label, add_special_tokens=False)["input_ids"]))
-        return PromptBatch(*pack_pairs(pairs))
+        return self.sample_batch(1, generator)[0]
+
+    def sample_batch(self, n: int, generator: torch.Generator) -> PromptBatch:
+        check_batch_size(n)
+        return PromptBatch(*pack_pairs([self._pair(generator) for _ in range(n)]))
 
 
 def loss(model: nn.Module, batch: PromptBatch) -> tuple[Tensor, dict[str, float]]:
@@ -111,7 +108,7 @@ def loss(model: nn.Module, batch: PromptBatch) -> tuple[Tensor, dict[str, float]
     The output layer runs only on the window of positions that predict a label token
     (``logits_to_keep``, which every ``transformers`` causal LM takes): a 6,000-word output layer at
     every position would cost as much as the transformer blocks. Use it as
-    ``train(model, loss, sampler.sample, config)``.
+    ``train(model, loss, partial(sampler.sample_batch, batch_size), config)``.
     """
     positions = batch.label_mask.any(dim=0).nonzero().flatten()
     window = torch.arange(int(positions[0]) - 1, int(positions[-1]) + 1, device=batch.input_ids.device)

@@ -36,49 +36,51 @@ arXiv:2003.11539.
 Example::
 
     model = pretraining_model(train_classes.num_classes)
-    train(model, classification_loss, ClassificationSampler(train_classes, 64), TrainConfig(steps=600))
-    reference_images = ClassificationSampler(train_classes, 500)(torch.Generator().manual_seed(1)).x
+    sampler = ClassificationSampler(train_classes)
+    train(model, classification_loss, functools.partial(sampler.sample_batch, 64), TrainConfig(steps=600))
+    reference_images = sampler.sample_batch(500, torch.Generator().manual_seed(1)).x
     backbone = freeze_batch_norm(model, reference_images)
     evaluate_episodes(functools.partial(linear_probe_predict, backbone), test_episodes)
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.base import ClassDataset, TensorBatch
-from ..data.episodes import Episode, stack_episodes
+from ..data.base import ClassDataset
+from ..data.batches import Episode, LabelledBatch
+from ..data.samplers import TaskSampler, check_batch_size
 from ..evaluate import EvalResult, accuracy
 from ..models import ConvNet
 
 
-@dataclass
-class LabelledBatch(TensorBatch):
-    """A batch of ordinary supervised learning: images ``x: [B, C, H, W]``, classes ``y: [B]``."""
-
-    x: Tensor
-    y: Tensor
-
-
-class ClassificationSampler:
-    """Batches of ``batch_size`` (image, class) pairs drawn uniformly from all examples of ``dataset``.
+class ClassificationSampler(TaskSampler[LabelledBatch]):
+    """(image, class) pairs drawn uniformly from all examples of ``dataset``: pretraining batches.
 
     Class ``c`` has the label ``c`` in every batch: one classification problem over all
-    ``dataset.num_classes`` classes, not a stream of episodes. It is the training loop's
-    ``sample_batch``: ``ClassificationSampler(train_classes, 64)(generator) -> LabelledBatch``.
+    ``dataset.num_classes`` classes, not a stream of episodes. One item of the sampler protocol is one
+    labelled example, ``sample(g) -> LabelledBatch(x: [C, H, W], y: [])``; the training loop's batch is
+    ``sample_batch(batch_size, g) -> LabelledBatch(x: [B, C, H, W], y: [B])``, as
+    ``train(model, classification_loss, partial(sampler.sample_batch, 64), config)``.
+
+    ``sample_batch`` is vectorised: it draws the ``B`` classes first, then one example index per class,
+    so a batch of ``B`` is NOT ``B`` stacked calls of ``sample`` (``sample`` is ``sample_batch(1, g)[0]``).
     """
 
-    def __init__(self, dataset: ClassDataset, batch_size: int):
-        self.dataset, self.batch_size = dataset, batch_size
+    def __init__(self, dataset: ClassDataset):
+        self.dataset = dataset
 
-    def __call__(self, generator: torch.Generator) -> LabelledBatch:
-        classes = torch.randint(self.dataset.num_classes, (self.batch_size,), generator=generator)
-        drawings = torch.randint(self.dataset.examples_per_class, (self.batch_size,), generator=generator)
+    def sample(self, generator: torch.Generator) -> LabelledBatch:
+        return self.sample_batch(1, generator)[0]
+
+    def sample_batch(self, n: int, generator: torch.Generator) -> LabelledBatch:
+        check_batch_size(n)
+        classes = torch.randint(self.dataset.num_classes, (n,), generator=generator)
+        drawings = torch.randint(self.dataset.examples_per_class, (n,), generator=generator)
         x = torch.cat([self.dataset.examples(c, d[None]) for c, d in zip(classes.tolist(), drawings)])
         return LabelledBatch(x, classes)
 
@@ -284,6 +286,6 @@ def evaluate_feature_episodes(adapt: Callable[[Tensor, Tensor, Tensor, int], Ten
     leading episode dimension (as :func:`linear_probe` and :func:`fine_tune_head` do); the result
     equals ``evaluate_episodes`` over the same episodes one at a time.
     """
-    batch = stack_episodes(list(episodes))
+    batch = Episode.stack(list(episodes))
     logits = adapt(batch.support_x, batch.support_y, batch.query_x, int(batch.support_y.max()) + 1)
     return EvalResult("accuracy", (logits.argmax(-1) == batch.query_y).double().mean(-1).cpu())
