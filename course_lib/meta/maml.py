@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from .. import runtime
 from ..data.episodes import Episode
 from ..evaluate import eval_mode
 from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, func_gradient, inner_loop, support_loss
@@ -174,8 +175,10 @@ class MAML(nn.Module):
     def predict(self, episode: Episode) -> Tensor:
         """Query predictions of one episode after the evaluation inner loop (no outer graph).
 
-        Adapting and scoring run in eval mode (dropout off); every submodule's mode is restored after.
+        The episode moves to the network's device first. Adapting and scoring run in eval mode (dropout
+        off); every submodule's mode is restored after.
         """
+        episode = runtime.to_device(episode, runtime.module_device(self.net))
         with eval_mode(self):
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
             with torch.no_grad():
