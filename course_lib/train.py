@@ -34,6 +34,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -337,7 +338,9 @@ def train(model: nn.Module,
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        with warnings.catch_warnings():   # torch warns when a scaler skipped the first step: harmless here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            scheduler.step()
         window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
         elapsed = time.perf_counter() - started

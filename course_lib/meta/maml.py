@@ -152,14 +152,19 @@ class MAML(nn.Module):
         with respect to ``theta`` through that identity). Each task's ``g`` is taken at once, which
         frees that task's activations (memory of one task, not of the meta-batch). The returned loss
         has the value of ``L_meta`` and the gradient ``g``: ``L_meta + <theta, g> - <theta, g>.detach()``.
+
+        ``g`` is taken here, not by the training loop's backward pass, so its fp16 loss scaling is done
+        here too, as in the inner loop: ``grad(S * L_query) / S`` with ``S = runtime.inner_loss_scale()``.
         """
         params = {name: p for name, p in self.net.named_parameters() if p.requires_grad}
         summed = {name: torch.zeros_like(p) for name, p in params.items()}
+        scale = runtime.inner_loss_scale()
         losses, logits = [], []
         for task in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
             task_loss, task_logits = self._query_loss_of_task(*task)
-            for name, g in zip(params, torch.autograd.grad(task_loss, list(params.values()))):
-                summed[name] += g
+            scaled = task_loss if scale is None else scale * task_loss
+            for name, g in zip(params, torch.autograd.grad(scaled, list(params.values()))):
+                summed[name] += g if scale is None else g / scale
             losses.append(task_loss.detach())
             logits.append(task_logits.detach())
         n_tasks = len(losses)
