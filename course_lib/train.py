@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import resource
 import sys
 import time
@@ -339,7 +340,7 @@ def train(model: nn.Module,
         scaler.step(optimizer)
         scaler.update()
         with warnings.catch_warnings():   # torch warns when a scaler skipped the first step: harmless here
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             scheduler.step()
         window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
