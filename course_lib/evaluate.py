@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import runtime
 from .data.episodes import Episode
 from .progress import progress_bar
 
@@ -95,16 +96,23 @@ METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {"accuracy": accuracy, "
 
 
 def evaluate_episodes(predict: Callable[[Episode], Tensor], episodes: Sequence[Episode],
-                      metric: str = "accuracy", device: torch.device | str = "cpu",
+                      metric: str = "accuracy", device: torch.device | str | None = None,
                       progress: bool = False, desc: str = "evaluating") -> EvalResult:
     """Score a method on fixed episodes.
 
     Args:
-        predict: a method as a function of one episode (already on ``device``) that adapts on
-            its support set and returns predictions for its query set (logits ``[N*Q, N]`` or
-            labels ``[N*Q]`` for classification, values ``[N*Q, 1]`` for regression).
+        predict: a method as a function of one episode that adapts on its support set and returns
+            predictions for its query set (logits ``[N*Q, N]`` or labels ``[N*Q]`` for classification,
+            values ``[N*Q, 1]`` for regression).
         episodes: the fixed held-out episodes (see ``fixed_episodes``).
         metric: ``"accuracy"`` or ``"mse"``.
+        device: where each episode goes before ``predict`` sees it (``runtime.to_device``: from pinned
+            memory, asynchronously, on CUDA). None leaves the episodes where they are: every ``predict``
+            of the library moves its episode to its own model's device, so ``maml.predict`` or
+            ``partial(protonet.predict, model)`` need no device; a function of your own that calls a
+            model on a GPU, e.g. ``lambda e: model(e.query_x)``, is given ``device=device``.
+
+    Each prediction is scored against the query labels on the prediction's device.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
@@ -113,6 +121,7 @@ def evaluate_episodes(predict: Callable[[Episode], Tensor], episodes: Sequence[E
     score = METRICS[metric]
     values = []
     for episode in progress_bar(episodes, desc=desc, disable=not progress):
-        episode = episode.to(device)
-        values.append(score(predict(episode).detach(), episode.query_y))
+        episode = runtime.to_device(episode, device)
+        predictions = predict(episode).detach()
+        values.append(score(predictions, episode.query_y.to(predictions.device)))
     return EvalResult(metric, torch.tensor(values, dtype=torch.float64))

@@ -5,13 +5,16 @@ Introduced in 00_orientation. Notebooks never call ``.cuda()``: they ask this mo
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 import os
 import random
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 T = TypeVar("T")
 
@@ -91,10 +94,24 @@ def get_profile(name: str | None = None) -> Profile:
     return Profile(name)
 
 
-def amp_dtype(device: torch.device, enabled: bool | None = None) -> torch.dtype | None:
-    """The autocast dtype for ``device``, or None for full precision.
+# The first CUDA compute capability with native bf16 arithmetic: Ampere (A100 8.0, RTX 30xx 8.6, L4 8.9),
+# Hopper (H100 9.0) and later. Older GPUs (V100 7.0, T4 7.5, Colab's free GPU) emulate bf16 slowly, although
+# ``torch.cuda.is_bf16_supported()`` answers True on them, so they train in fp16 with loss scaling.
+NATIVE_BF16_CAPABILITY = (8, 0)
 
-    ``enabled=None`` means: on for CUDA (bf16 where the GPU supports it, else fp16), off elsewhere.
+
+def amp_dtype_for(capability: tuple[int, int]) -> torch.dtype:
+    """The autocast dtype for a CUDA GPU of compute capability ``(major, minor)``: bf16 where it is native
+    (``>= NATIVE_BF16_CAPABILITY``), else fp16 (which needs loss scaling, see :func:`grad_scaler`)."""
+    return torch.bfloat16 if tuple(capability) >= NATIVE_BF16_CAPABILITY else torch.float16
+
+
+def amp_dtype(device: torch.device, enabled: bool | None = None,
+              capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """The autocast dtype for ``device``, or None for full precision (fp32).
+
+    ``enabled=None`` means: on for CUDA, off elsewhere. On CUDA the GPU's compute capability decides
+    (:func:`amp_dtype_for`; ``capability`` overrides the one ``torch.cuda.get_device_capability`` reports).
     ``enabled=True`` on a CPU gives bf16 (slow, but it exercises the mixed-precision path).
     """
     if enabled is None:
@@ -102,20 +119,79 @@ def amp_dtype(device: torch.device, enabled: bool | None = None) -> torch.dtype 
     if not enabled:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return amp_dtype_for(capability or torch.cuda.get_device_capability(device))
     return torch.bfloat16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """A mixed-precision context for ``dtype`` (from :func:`amp_dtype`), or a no-op for None."""
+_inner_loss_scale: contextvars.ContextVar[Tensor | float | None] = contextvars.ContextVar(
+    "inner_loss_scale", default=None)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype | None,
+             loss_scale: Tensor | float | None = None) -> Iterator[None]:
+    """A mixed-precision context for ``dtype`` (from :func:`amp_dtype`), or a no-op for None.
+
+    ``loss_scale``: under fp16, the factor ``S`` by which inner loops scale their support losses inside
+    the block (see :func:`inner_loss_scale`); the training loop passes its gradient scaler's current scale.
+    """
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+        yield
+        return
+    token = _inner_loss_scale.set(loss_scale if dtype == torch.float16 else None)
+    try:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+    finally:
+        _inner_loss_scale.reset(token)
+
+
+def inner_loss_scale() -> Tensor | float | None:
+    """The factor ``S`` that an inner loop multiplies its support loss by before taking its gradient (and
+    divides the gradient by after): set by :func:`autocast` under fp16, None (no scaling) otherwise.
+
+    Under fp16 a small loss's gradient underflows to exact zeros inside the backward pass (fp16's smallest
+    subnormal is ``6e-8``); ``grad(S * L) / S`` is the same gradient with the intermediate values ``S`` times
+    larger. bf16 and fp32 have fp32's exponent range and need no scaling.
+    """
+    return _inner_loss_scale.get()
 
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
     """A gradient scaler that is active only for fp16, where small gradients would underflow."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def to_device(batch: T, device: torch.device | str | None) -> T:
+    """``batch`` with every tensor on ``device`` (None: unchanged): a tensor, a dataclass of tensors
+    (episodes and the other batch types), a tuple, list or dict of them, or anything else with ``.to``.
+
+    From the CPU to a CUDA GPU the tensors go through pinned (page-locked) memory with
+    ``non_blocking=True``: the copy runs asynchronously and the host goes on queueing work. A tensor
+    already on ``device`` is returned as it is (no copy).
+    """
+    if device is None:
+        return batch
+    device = torch.device(device)
+    if isinstance(batch, Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu" and torch.cuda.is_available():
+            batch = batch.pin_memory()
+        return batch.to(device, non_blocking=True)
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
+                              for f in fields(batch) if f.init})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return type(batch)((key, to_device(value, device)) for key, value in batch.items())
+    return batch.to(device) if hasattr(batch, "to") else batch
+
+
+def module_device(module: nn.Module) -> torch.device | None:
+    """The device of ``module``'s first parameter or buffer; None for a module without tensors."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return None
 
 
 def describe(device: torch.device, profile: Profile) -> str:

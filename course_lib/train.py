@@ -5,12 +5,16 @@ An algorithm supplies only ``loss_fn(model, batch)``: the loss whose gradient is
 update (for MAML the query loss after adaptation, for ProtoNet the query cross-entropy, for
 Reptile a surrogate whose gradient is the pseudo-gradient). The loop does the rest:
 
-* sample a batch from a seeded generator, move it to the device;
-* forward under mixed precision (on GPU), backward with a gradient scaler (fp16 only);
+* sample a batch from a seeded generator, move it to the model's device (``runtime.to_device``:
+  asynchronously, from pinned memory, on CUDA);
+* forward under mixed precision (on GPU: bf16 where native, else fp16, see ``runtime.amp_dtype``), backward
+  with a gradient scaler (fp16 only) whose current scale also scales the inner loops' support losses
+  (``runtime.autocast(..., loss_scale=...)``, see ``meta.inner_loop``);
 * gradient clipping, optimizer step, learning-rate schedule;
 * guards that stop with a clear message, before the optimizer step, when the loss or a gradient is
   NaN or infinite (under fp16 loss scaling the scaler skips a step whose gradients overflowed
-  instead, as it is designed to), and that never write a checkpoint whose weights are not finite;
+  instead, as it is designed to, and so a step whose loss overflowed in a scaled inner loop while
+  its scale is above 1), and that never write a checkpoint whose weights are not finite;
 * validation on fixed episodes, in eval mode, every ``eval_every`` steps and after the last step,
   and a metrics history (loss, lr, wall time, peak memory, validation scores) for plots;
 * atomic checkpoints every ``checkpoint_every`` steps and exact resume, so an interrupted run
@@ -27,9 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -77,7 +83,8 @@ class TrainConfig:
     ``eval_every``: validate every that many steps (0: only after the last step).
     ``checkpoint_every``: save to ``checkpoint_path`` every that many steps and after the last
     (0: never save; an existing checkpoint there is still resumed from).
-    ``amp``: None = mixed precision on CUDA only; True forces it (bf16 on CPU), False disables.
+    ``amp``: None = mixed precision on CUDA only (bf16 on GPUs of compute capability 8.0 or more, else
+    fp16 with loss scaling); True forces it (bf16 on CPU), False disables.
     ``max_seconds``: stop early once training has taken this long (equal wall-clock budgets for a
     comparison of methods, 06_head_to_head); the history says how many steps were done.
 
@@ -220,8 +227,13 @@ def all_finite(tensors: Iterable[Tensor | None]) -> bool:
     return not checks or bool(torch.stack(checks).all())
 
 
-def check_loss(loss: Tensor, step: int) -> None:
-    if not all_finite([loss.detach()]):
+def check_loss(loss: Tensor, step: int, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Stop when the loss is NaN or infinite, unless fp16 loss scaling may be the cause: with an active
+    ``scaler`` whose scale is above 1 an inner loop's scaled support loss may have overflowed, and the
+    scaler skips the step (its gradients are non-finite too) and halves its scale."""
+    if all_finite([loss.detach()]):
+        return
+    if scaler is None or not scaler.is_enabled() or scaler.get_scale() <= 1:
         raise NonFiniteLossError(
             f"the loss became {loss.item()} at step {step}: lower the learning rate, "
             "set grad_clip, or check the inputs; checkpoints written so far are intact")
@@ -262,7 +274,8 @@ def train(model: nn.Module,
         model: the learner's parameters as a module, already on its device (for Meta-SGD it
             holds the network and the learned inner learning rates).
         loss_fn: ``loss_fn(model, batch)`` -> the loss to minimise, or ``(loss, metrics)``.
-        sample_batch: ``sample_batch(generator)`` -> a batch (anything with ``.to(device)``);
+        sample_batch: ``sample_batch(generator)`` -> a batch (a tensor, a batch dataclass, a tuple or
+            dict of them, or anything with ``.to(device)``: see ``runtime.to_device``);
             it must draw all its randomness from ``generator`` for exact resume.
         config: see :class:`TrainConfig`.
         validate: ``validate(model)`` -> metrics on fixed validation episodes, logged as
@@ -312,11 +325,11 @@ def train(model: nn.Module,
                        total=config.steps, disable=not config.progress)
     for step in bar:
         done = step + 1
-        batch = sample_batch(generator)
-        batch = batch.to(device) if hasattr(batch, "to") else batch
-        with runtime.autocast(device, dtype):
+        batch = runtime.to_device(sample_batch(generator), device)
+        inner_scale = scaler.scale(torch.ones((), device=device)) if scaler.is_enabled() else None  # no sync
+        with runtime.autocast(device, dtype, loss_scale=inner_scale):
             loss, metrics = _split_output(loss_fn(model, batch))
-        check_loss(loss, done)
+        check_loss(loss, done, scaler)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if not scaler.is_enabled():  # an fp16 scaler skips a step whose gradients overflowed, by design
@@ -326,7 +339,9 @@ def train(model: nn.Module,
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        with warnings.catch_warnings():   # torch warns when a scaler skipped the first step: harmless here
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            scheduler.step()
         window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
         elapsed = time.perf_counter() - started

@@ -61,3 +61,19 @@ def test_conv_net_shapes_and_functional_call():
     assert dict(net.named_buffers()) == {}, "batch norm keeps no running statistics (MAML style)"
     assert MLP()(torch.zeros(3, 1)).shape == (3, 1)
     assert sum(p.numel() for p in MLP().parameters()) == 1 * 40 + 40 + 40 * 40 + 40 + 40 + 1
+
+
+def test_to_device_moves_every_tensor_of_a_batch_and_leaves_the_rest():
+    from course_lib.data.episodes import Episode
+    episode = Episode(torch.zeros(2, 1), torch.arange(2), torch.zeros(2, 1), torch.arange(2), torch.arange(2))
+    moved = runtime.to_device({"pair": (torch.ones(2), [episode]), "name": "task", "n_way": 5}, "meta")
+    assert moved["pair"][0].device.type == "meta" and isinstance(moved["pair"][1], list)
+    assert isinstance(moved["pair"][1][0], Episode) and moved["pair"][1][0].query_y.device.type == "meta"
+    assert moved["name"] == "task" and moved["n_way"] == 5
+    same = torch.ones(2)
+    assert runtime.to_device(same, "cpu") is same and runtime.to_device(same, None) is same
+
+
+def test_module_device_is_where_the_weights_are_and_none_without_weights():
+    assert runtime.module_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    assert runtime.module_device(torch.nn.Identity()) is None

@@ -28,6 +28,21 @@ under ``torch.func.vmap`` over a meta-batch of tasks:
   * :func:`autograd_gradient`: ``torch.autograd.grad``, for a per-task loop;
   * :func:`func_gradient`: ``torch.func.grad_and_value``, which composes with ``vmap``.
 
+Mixed precision. Under fp16 autocast the backward pass of a small support loss underflows: entries of
+``g_t`` become exact zeros (fp16's smallest subnormal is ``6e-8``) and a layer may not move at all. Inside
+``runtime.autocast(device, torch.float16, loss_scale=S)`` (the training loop passes its gradient scaler's
+current scale) every step therefore takes
+
+    g_t = grad_phi (S * L_t(phi_{t-1})) / S
+
+the same gradient, with every intermediate value of the backward pass ``S`` times larger; the division is
+done on the fp32 gradient of the fp32 weights, so it loses nothing. Scaling rather than an fp32 inner loop:
+the inner loop is where MAML and Reptile spend their compute (all of Reptile's), so fp32 there would give
+up most of what fp16 buys. It stays right to second order: the outer backward pass through ``g_t`` sees
+``S`` divided out again. An overflow (``S * L_t``'s backward beyond fp16's 65504) makes ``phi`` and the
+query loss non-finite; the training loop then leaves the step to its scaler, which skips it and halves
+``S``, as for an overflow of the outer gradient. bf16 and fp32 need no scaling (``S`` is then None).
+
 Example (one task, three SGD steps on the support set; ``net`` any module, its input a tensor or a dict)::
 
     loss = lambda params: support_loss(net, params, support_x, support_y, F.cross_entropy)
@@ -40,6 +55,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value
+
+from .. import runtime
 
 Params = dict[str, Tensor]
 LossOfParams = Callable[[Params], Tensor]
@@ -116,8 +133,13 @@ def inner_loop(params: Params, step_losses: Sequence[LossOfParams], step_size: S
     if update == "adam":
         moments = ({n: torch.zeros_like(p) for n, p in fast.items()}, {n: torch.zeros_like(p) for n, p in fast.items()})
     loss = torch.full((), float("nan"), device=next(iter(params.values())).device)
+    scale = runtime.inner_loss_scale()   # S under fp16 autocast, else None (see the module docstring)
     for step, step_loss in enumerate(step_losses, start=1):
-        grads, loss = gradient(lambda weights: step_loss({**frozen, **weights}), fast, create_graph)
+        if scale is None:
+            grads, loss = gradient(lambda weights: step_loss({**frozen, **weights}), fast, create_graph)
+        else:
+            grads, loss = gradient(lambda weights: scale * step_loss({**frozen, **weights}), fast, create_graph)
+            grads, loss = {n: g / scale for n, g in grads.items()}, loss / scale
         if update == "sgd":
             fast = {n: p - alpha[n] * grads[n] for n, p in fast.items()}
         else:

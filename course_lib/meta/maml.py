@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from .. import runtime
 from ..data.episodes import Episode
 from ..evaluate import eval_mode
 from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, func_gradient, inner_loop, support_loss
@@ -151,14 +152,19 @@ class MAML(nn.Module):
         with respect to ``theta`` through that identity). Each task's ``g`` is taken at once, which
         frees that task's activations (memory of one task, not of the meta-batch). The returned loss
         has the value of ``L_meta`` and the gradient ``g``: ``L_meta + <theta, g> - <theta, g>.detach()``.
+
+        ``g`` is taken here, not by the training loop's backward pass, so its fp16 loss scaling is done
+        here too, as in the inner loop: ``grad(S * L_query) / S`` with ``S = runtime.inner_loss_scale()``.
         """
         params = {name: p for name, p in self.net.named_parameters() if p.requires_grad}
         summed = {name: torch.zeros_like(p) for name, p in params.items()}
+        scale = runtime.inner_loss_scale()
         losses, logits = [], []
         for task in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
             task_loss, task_logits = self._query_loss_of_task(*task)
-            for name, g in zip(params, torch.autograd.grad(task_loss, list(params.values()))):
-                summed[name] += g
+            scaled = task_loss if scale is None else scale * task_loss
+            for name, g in zip(params, torch.autograd.grad(scaled, list(params.values()))):
+                summed[name] += g if scale is None else g / scale
             losses.append(task_loss.detach())
             logits.append(task_logits.detach())
         n_tasks = len(losses)
@@ -174,8 +180,10 @@ class MAML(nn.Module):
     def predict(self, episode: Episode) -> Tensor:
         """Query predictions of one episode after the evaluation inner loop (no outer graph).
 
-        Adapting and scoring run in eval mode (dropout off); every submodule's mode is restored after.
+        The episode moves to the network's device first. Adapting and scoring run in eval mode (dropout
+        off); every submodule's mode is restored after.
         """
+        episode = runtime.to_device(episode, runtime.module_device(self.net))
         with eval_mode(self):
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
             with torch.no_grad():

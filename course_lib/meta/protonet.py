@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .. import runtime
 from ..data.episodes import Episode
 from ..evaluate import eval_mode
 
@@ -136,8 +137,11 @@ def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
     """Query logits ``[N*Q, N]`` for ONE episode (``support_x: [N*K, C, H, W]``), for
     ``evaluate_episodes(functools.partial(protonet.predict, model), episodes)``.
 
-    In eval mode (dropout off; the conv net's batch norm still uses the batch's statistics), modes restored after.
+    The episode moves to the model's device first (a model without weights, e.g. ``nn.Identity()`` on
+    precomputed embeddings, takes it where it is). In eval mode (dropout off; the conv net's batch norm
+    still uses the batch's statistics), modes restored after.
     """
+    episode = runtime.to_device(episode, runtime.module_device(model))
     with eval_mode(model):
         return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
                               distance, scale)[0]

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from .. import runtime
 from ..data.episodes import Episode
 from ..evaluate import eval_mode
 from ..models import ExplicitBatchNorm2d
@@ -170,8 +171,10 @@ class Reptile(nn.Module):
         Adapting and scoring run in eval mode (dropout off; every submodule's mode is restored after).
         Mini-batch orders come from a fixed seed, so evaluation is deterministic. Non-transductive
         unless ``transductive=True`` (a network without batch norm predicts every query in one
-        batch: without batch statistics that is not transductive).
+        batch: without batch statistics that is not transductive). The episode moves to the network's
+        device first.
         """
+        episode = runtime.to_device(episode, runtime.module_device(self.net))
         with eval_mode(self):
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False,
                                       generator=torch.Generator().manual_seed(0))
