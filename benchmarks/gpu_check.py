@@ -205,15 +205,22 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     where = "CPU dry run (tiny sizes)" if args.cpu_dry_run else torch.cuda.get_device_name(device)
     started = time.perf_counter()
+
+    def write(rows: list[Row]) -> None:
+        """Rewrite the table after every step, so a run cut short by the time limit still leaves its rows."""
+        header = (f"GPU check on {where}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s "
+                  f"(benchmarks/gpu_check.sh)")
+        Path(args.out).write_text(markdown(rows, header))
+
     rows = [cuda_tests(args.cpu_dry_run)]
+    write(rows)
     for step in meta_steps(args.cpu_dry_run):
         rows.append(run_meta_step(step, device, timed_steps=1 if args.cpu_dry_run else 3))
+        write(rows)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     rows += speed_table(args.cpu_dry_run, device.type)
-    header = (f"GPU check on {where}, torch {torch.__version__}, {time.perf_counter() - started:.0f} s "
-              f"(benchmarks/gpu_check.sh)")
-    Path(args.out).write_text(markdown(rows, header))
+    write(rows)
     failed = [row for row in rows if not row.ok]
     print(f"gpu_check: wrote {args.out}: {len(rows) - len(failed)} of {len(rows)} rows ok")
     return 1 if failed else 0
