@@ -3,12 +3,14 @@
     python benchmarks/maml_speed.py             # the table of the README (about 10 minutes on 2 CPU cores)
     python benchmarks/maml_speed.py --smoke     # tiny sizes, seconds: checks that every variant runs
     python benchmarks/maml_speed.py --repeats 5 --inner-steps 1
+    python benchmarks/maml_speed.py --device cuda   # on a GPU (benchmarks/gpu_check.sh runs this)
 
 Setup (as in the MAML paper's Omniglot experiment): the 4-block conv net, 5-way 1-shot, 15 queries per
 class, meta-batch 32, synthetic 28x28 inputs (speed does not depend on the pixels). For every variant, before
 timing, the meta-gradient on a shared float64 batch must equal the plain loop's (relative difference < 1e-6).
-Reported: tasks per second (median of timed meta-steps after a warm-up), the worker's peak resident memory
-above its memory before the first step, and achieved GFLOP/s (FLOPs of one meta-step counted by
+Reported: tasks per second (median of timed meta-steps after a warm-up), the worker's peak memory above its
+memory before the first step (resident memory on the CPU; ``torch.cuda.max_memory_allocated`` on CUDA, where
+every timing is bracketed by ``torch.cuda.synchronize``), and achieved GFLOP/s (FLOPs of one meta-step counted by
 ``torch.utils.flop_counter``) beside this machine's measured convolution throughput.
 """
 from __future__ import annotations
@@ -102,28 +104,38 @@ def build_net(variant: str, image_size: int) -> torch.nn.Module:
     return ConvNet(n_classes=N_WAY, image_size=image_size, explicit_batch_norm=variant == "course_lib-vmap")
 
 
-def meta_gradient(variant, image_size, inner_steps, first_order) -> torch.Tensor:
-    net = build_net(variant, image_size).double()
+def meta_gradient(variant, image_size, inner_steps, first_order, device) -> torch.Tensor:
+    net = build_net(variant, image_size).double().to(device)
     net.zero_grad()
-    make_step(variant, net, inner_steps, first_order)(synthetic_batch(2, image_size, torch.float64, seed=1))
-    return torch.cat([p.grad.flatten() for p in net.parameters()])
+    make_step(variant, net, inner_steps, first_order)(synthetic_batch(2, image_size, torch.float64, seed=1).to(device))
+    return torch.cat([p.grad.flatten() for p in net.parameters()]).cpu()
 
 
-def conv_throughput_gflops(repeats: int = 5) -> float:
+def conv_throughput_gflops(device: torch.device, repeats: int = 5) -> float:
     """This machine's convolution speed: forward+backward of a large 64->64 3x3 conv, GFLOP/s."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
-    x = torch.rand(256, 64, 14, 14, requires_grad=True)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
+    x = torch.rand(256, 64, 14, 14, requires_grad=True, device=device)
     with FlopCounterMode(display=False) as counter:
         conv(x).sum().backward()
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = clock(device)
         conv(x).sum().backward()
-        times.append(time.perf_counter() - started)
+        times.append(clock(device) - started)
     return counter.get_total_flops() / sorted(times)[len(times) // 2] / 1e9
 
 
-def peak_rss_mb() -> float:
+def clock(device: torch.device) -> float:
+    """Seconds, read once the device has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: tensors allocated on a CUDA device, else this process's resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -131,38 +143,45 @@ def worker(args) -> dict:
     """Runs in a fresh process: check the gradient, then time the meta-step."""
     if args.variant == "protonet":
         return protonet_worker(args)
-    gradient = meta_gradient(args.variant, args.image_size, args.inner_steps, args.first_order)
+    device = torch.device(args.device)
+    gradient = meta_gradient(args.variant, args.image_size, args.inner_steps, args.first_order, device)
     torch.save(gradient, args.gradient_file)
-    net = build_net(args.variant, args.image_size)
+    net = build_net(args.variant, args.image_size).to(device)
     step = make_step(args.variant, net, args.inner_steps, args.first_order)
-    batch = synthetic_batch(args.meta_batch_size, args.image_size)
-    before = peak_rss_mb()
+    batch = synthetic_batch(args.meta_batch_size, args.image_size).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_memory_mb(device)
     with FlopCounterMode(display=False) as counter:
         step(batch)
     times = []
     for _ in range(args.repeats):
         net.zero_grad()
-        started = time.perf_counter()
+        started = clock(device)
         step(batch)
-        times.append(time.perf_counter() - started)
+        times.append(clock(device) - started)
     seconds = sorted(times)[len(times) // 2]
     return {"tasks_per_s": args.meta_batch_size / seconds, "seconds_per_step": seconds,
-            "peak_extra_mb": peak_rss_mb() - before, "gflops": counter.get_total_flops() / seconds / 1e9}
+            "peak_extra_mb": peak_memory_mb(device) - before, "gflops": counter.get_total_flops() / seconds / 1e9}
 
 
 def protonet_worker(args) -> dict:
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    net = ConvNet(image_size=args.image_size)
-    batch = synthetic_batch(1, args.image_size)
-    before = peak_rss_mb()
+    net = ConvNet(image_size=args.image_size).to(device)
+    batch = synthetic_batch(1, args.image_size).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_memory_mb(device)
     times = []
     for _ in range(args.repeats + 1):
-        started = time.perf_counter()
+        started = clock(device)
         net.zero_grad()
         protonet.loss(net, batch)[0].backward()
-        times.append(time.perf_counter() - started)
+        times.append(clock(device) - started)
     seconds = sorted(times[1:])[len(times[1:]) // 2]
-    return {"tasks_per_s": 1 / seconds, "seconds_per_step": seconds, "peak_extra_mb": peak_rss_mb() - before, "gflops": float("nan")}
+    return {"tasks_per_s": 1 / seconds, "seconds_per_step": seconds, "peak_extra_mb": peak_memory_mb(device) - before,
+            "gflops": float("nan")}
 
 
 def run_variant(args, variant: str, inner_steps: int, first_order: bool) -> dict:
@@ -170,7 +189,7 @@ def run_variant(args, variant: str, inner_steps: int, first_order: bool) -> dict
         gradient_file = Path(folder) / "gradient.pt"
         command = [sys.executable, __file__, "--worker", variant, "--inner-steps", str(inner_steps),
                    "--meta-batch-size", str(args.meta_batch_size), "--image-size", str(args.image_size),
-                   "--repeats", str(args.repeats), "--gradient-file", str(gradient_file)]
+                   "--repeats", str(args.repeats), "--gradient-file", str(gradient_file), "--device", args.device]
         command += ["--first-order"] * first_order
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -192,18 +211,23 @@ def main(argv=None) -> None:
     parser.add_argument("--meta-batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--variants", nargs="+", default=["course_lib", "course_lib-vmap", "plain-loop", "higher", "learn2learn"])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every variant runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--gradient-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} was asked for, but CUDA is not available here")
     if args.worker:
         args.variant, args.inner_steps = args.worker, args.inner_steps[0]
         print(json.dumps(worker(args)))
         return
     if args.smoke:
         args.repeats, args.inner_steps, args.meta_batch_size, args.image_size = 1, [1], 2, 16
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; conv throughput "
-          f"{conv_throughput_gflops():.1f} GFLOP/s (64->64 3x3 conv, forward+backward)")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {args.device} ({where}); conv throughput "
+          f"{conv_throughput_gflops(device):.1f} GFLOP/s (64->64 3x3 conv, forward+backward)")
     print(f"MAML, 4-block conv net, {N_WAY}-way {K_SHOT}-shot, {N_QUERY} queries/class, meta-batch {args.meta_batch_size}, "
           f"{args.repeats} timed steps per variant, each variant in a fresh process\n")
     header = f"{'order':<7} {'inner':>5}  {'variant':<18} {'tasks/s':>8} {'s/step':>7} {'peak MB':>8} {'GFLOP/s':>8}  gradient"
