@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import runtime
-from .data.episodes import Episode
+from .data.batches import Episode
 from .progress import progress_bar
 
 
@@ -36,6 +36,20 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextlib.contextmanager
+def predicting(model: nn.Module, episode: Episode) -> Iterator[Episode]:
+    """The block of a ``predict``: ``model`` in :func:`eval_mode`, and ``episode`` on the model's device.
+
+    A model without weights (``nn.Identity()`` on precomputed embeddings) takes the episode where it is.
+    Every ``predict`` of the library runs in it::
+
+        with predicting(model, episode) as episode:
+            return model(episode.query_x)
+    """
+    with eval_mode(model):
+        yield runtime.to_device(episode, runtime.module_device(model))
 
 
 def mean_confidence_interval(values: Sequence[float] | Tensor, confidence: float = 0.95) -> tuple[float, float]:

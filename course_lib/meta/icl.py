@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from transformers import GPT2Config, GPT2Model
 
 from ..data.batches import Episode, RegressionBatch
+from ..evaluate import predicting
 
 
 def gpt2_backbone(n_positions: int, n_layer: int, n_embd: int, n_head: int) -> GPT2Model:
@@ -258,4 +259,5 @@ def classification_loss(model: InContextClassifier, batch: Episode,
 def classification_predict(model: InContextClassifier, episode: Episode) -> Tensor:
     """Query logits ``[Q, N]`` for ONE episode (``support_x: [S, D]``), labels as given, for
     ``evaluate_episodes(functools.partial(classification_predict, model), episodes)``."""
-    return model(episode.support_x[None], episode.support_y[None], episode.query_x[None])[0]
+    with predicting(model, episode) as episode, torch.no_grad():
+        return model(episode.support_x[None], episode.support_y[None], episode.query_x[None])[0]

@@ -41,8 +41,8 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from .. import runtime
-from ..data.episodes import Episode
-from ..evaluate import eval_mode
+from ..data.batches import Episode
+from ..evaluate import predicting
 from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
 
@@ -183,8 +183,7 @@ class MAML(nn.Module):
         The episode moves to the network's device first. Adapting and scoring run in eval mode (dropout
         off); every submodule's mode is restored after.
         """
-        episode = runtime.to_device(episode, runtime.module_device(self.net))
-        with eval_mode(self):
+        with predicting(self, episode) as episode:
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
             with torch.no_grad():
                 return functional_call(self.net, fast_weights, (episode.query_x,))

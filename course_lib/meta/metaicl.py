@@ -33,6 +33,7 @@ from ..data.batches import Episode, PromptBatch
 from ..data.clinc import IntentDataset
 from ..data.episodes import EpisodeSampler
 from ..data.samplers import TaskSampler, check_batch_size
+from ..evaluate import eval_mode
 from ..text.prompting import build_prompt, label_log_likelihood, label_scores, pack_pairs
 
 GPT2_ATTENTION = ("c_attn",)  # GPT-2's fused query-key-value projection: where LoRA goes
@@ -54,12 +55,9 @@ def predict(model: nn.Module, tokenizer, dataset: IntentDataset, episode: Episod
             length_normalise: bool = True, demonstrations: bool = True) -> Tensor:
     """Query "logits" ``[N*Q, N]`` of one episode: the log-likelihood of each label name after each
     query's prompt. For ``evaluate_episodes(partial(predict, model, tokenizer, dataset), episodes)``."""
-    was_training = model.training
-    model.eval()
-    prompts, names = episode_prompts(dataset, episode, demonstrations=demonstrations)
-    scores = label_scores(model, tokenizer, prompts, names, length_normalise)
-    model.train(was_training)
-    return scores
+    with eval_mode(model):
+        prompts, names = episode_prompts(dataset, episode, demonstrations=demonstrations)
+        return label_scores(model, tokenizer, prompts, names, length_normalise)
 
 
 class PromptBatchSampler(TaskSampler[PromptBatch]):

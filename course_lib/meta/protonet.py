@@ -31,9 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .. import runtime
-from ..data.episodes import Episode
-from ..evaluate import eval_mode
+from ..data.batches import Episode
+from ..evaluate import predicting
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -141,7 +140,6 @@ def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
     precomputed embeddings, takes it where it is). In eval mode (dropout off; the conv net's batch norm
     still uses the batch's statistics), modes restored after.
     """
-    episode = runtime.to_device(episode, runtime.module_device(model))
-    with eval_mode(model):
+    with predicting(model, episode) as episode:
         return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
                               distance, scale)[0]

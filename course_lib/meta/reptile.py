@@ -53,9 +53,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from .. import runtime
-from ..data.episodes import Episode
-from ..evaluate import eval_mode
+from ..data.batches import Episode
+from ..evaluate import predicting
 from ..models import ExplicitBatchNorm2d
 from .inner_loop import UPDATE_RULES, Gradient, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
@@ -174,8 +173,7 @@ class Reptile(nn.Module):
         batch: without batch statistics that is not transductive). The episode moves to the network's
         device first.
         """
-        episode = runtime.to_device(episode, runtime.module_device(self.net))
-        with eval_mode(self):
+        with predicting(self, episode) as episode:
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False,
                                       generator=torch.Generator().manual_seed(0))
             with torch.no_grad():

@@ -51,10 +51,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .. import runtime
 from ..data.base import ClassDataset
 from ..data.batches import Episode, LabelledBatch
 from ..data.samplers import TaskSampler, check_batch_size
-from ..evaluate import EvalResult, accuracy
+from ..evaluate import EvalResult, accuracy, predicting
 from ..models import ConvNet
 
 
@@ -164,9 +165,9 @@ def embed_dataset(model: ConvNet, dataset: ClassDataset) -> ClassDataset:
 @torch.no_grad()
 def embed_episode(model: ConvNet, episode: Episode) -> tuple[Tensor, Tensor]:
     """Frozen features ``([N*K, D], [N*Q, D])`` of the support and the query set, embedded as two batches
-    with ``model`` in eval mode (fixed statistics if it comes from :func:`freeze_batch_norm`)."""
-    model.eval()
-    return model.embed(episode.support_x), model.embed(episode.query_x)
+    with ``model`` in eval mode (fixed statistics if it comes from :func:`freeze_batch_norm`), on its device."""
+    with predicting(model, episode) as episode, torch.no_grad():
+        return model.embed(episode.support_x), model.embed(episode.query_x)
 
 
 def linear_logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -273,6 +274,7 @@ def fine_tune_head_predict(model: ConvNet, episode: Episode, **head_kwargs) -> T
 
 def fine_tune_predict(model: ConvNet, episode: Episode, **fine_tune_kwargs) -> Tensor:
     """Adapt by fine-tuning a copy of the whole network: query logits ``[N*Q, N]``."""
+    episode = runtime.to_device(episode, runtime.module_device(model))
     adapted = fine_tune(model, episode.support_x, episode.support_y, _n_way(episode), **fine_tune_kwargs)
     with torch.no_grad():
         return adapted(episode.query_x)

@@ -42,7 +42,7 @@ def build_prompt(demonstrations: Sequence[tuple[str, str]], query: str, template
     return "\n\n".join(shown + [template.format(text=query)])
 
 
-def pack_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], device: torch.device | str = "cpu",
+def pack_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], device: torch.device | str | None = None,
                ) -> tuple[Tensor, Tensor, Tensor]:
     """One right-padded batch of ``(prompt ids, label ids)`` pairs, each row the prompt then its label.
 
