@@ -105,6 +105,15 @@ def test_frozen_batch_norm_embeds_each_image_on_its_own():
         "the original model still normalises with the batch at hand"
 
 
+def test_probing_an_episode_leaves_the_model_in_its_mode_with_dropout_off():
+    frozen = transfer.freeze_batch_norm(small_model(), image_dataset().data[:, 0]).train()
+    frozen.head = torch.nn.Dropout(0.5)                   # unused by embed: the mode must still come back
+    episode = fixed_episodes(EpisodeSampler(image_dataset(), 3, 1, 2), 1)[0]
+    first = transfer.linear_probe_predict(frozen, episode, steps=5)
+    assert frozen.training and frozen.head.training, "predicting must not leave the model in eval mode"
+    assert torch.equal(first, transfer.linear_probe_predict(frozen, episode, steps=5))
+
+
 def test_embedded_dataset_gives_the_same_episodes_with_features():
     images = image_dataset()
     frozen = transfer.freeze_batch_norm(small_model(), images.data[:, 0])
