@@ -10,6 +10,7 @@ import itertools
 import os
 import random
 from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
 import numpy as np
@@ -84,6 +85,14 @@ class Profile:
     @property
     def is_quick(self) -> bool:
         return self.name == "quick"
+
+
+def checkpoint_path(name: str) -> Path:
+    """Where a long run keeps its checkpoint ``name``: ``$COURSE_CHECKPOINTS/name``, else the course's own
+    ``checkpoints/`` folder (ignored by git). On Colab the setup cell can point ``COURSE_CHECKPOINTS`` at
+    Google Drive, so a run survives a recycled VM."""
+    folder = os.environ.get("COURSE_CHECKPOINTS")
+    return (Path(folder).expanduser() if folder else Path(__file__).resolve().parents[1] / "checkpoints") / name
 
 
 def get_profile(name: str | None = None) -> Profile:

@@ -77,3 +77,11 @@ def test_to_device_moves_every_tensor_of_a_batch_and_leaves_the_rest():
 def test_module_device_is_where_the_weights_are_and_none_without_weights():
     assert runtime.module_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")
     assert runtime.module_device(torch.nn.Identity()) is None
+
+
+def test_checkpoints_go_to_course_checkpoints_else_the_courses_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path / "drive"))
+    assert runtime.checkpoint_path("03_maml.pt") == tmp_path / "drive" / "03_maml.pt"
+    monkeypatch.delenv("COURSE_CHECKPOINTS")
+    default = runtime.checkpoint_path("03_maml.pt")
+    assert default.parent.name == "checkpoints" and (default.parent.parent / "course_lib").is_dir()
