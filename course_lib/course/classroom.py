@@ -20,7 +20,7 @@ from pathlib import Path
 from .gradebook import Gradebook
 from .grading import (ERROR, GRADED, NOT_GRADED, UNMATCHED, ExerciseSet, GradeReport, GraderError, Sandbox,
                       find_submissions, load_exercise_set, match_submission, run_submission, student_of)
-from .sandbox import ProtectedFiles, become_subreaper
+from .sandbox import ProtectedFiles, become_subreaper, kill_stray_children
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
@@ -116,7 +116,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
         if gradebook is not None:
             log = gradebook.feedback_path(submission.student, exercise_set.name, ".log")
         else:
-            log = Path(logs.name) / f"{len(submission.digest)}-{hashlib.sha1(str(submission.path).encode()).hexdigest()}.log"
+            log = Path(logs.name) / f"{hashlib.sha1(str(submission.path).encode()).hexdigest()}.log"
         try:
             return run_submission(submission.text, exercise_set, sandbox, log, stopped)
         except GraderError as error:
@@ -162,6 +162,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
                    submission)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        kill_stray_children(spare_kernels=False)
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
         logs.cleanup()

@@ -49,7 +49,7 @@ import nbformat
 from .checks.base import PartialCredit
 from .nbexec import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, KernelLaunch, execute_notebook
 from .remote import StudentKernel
-from .sandbox import ProtectedFiles, kill_process_tree, kill_stray_children, launcher_prefix, scrubbed_environment
+from .sandbox import kill_process_tree, kill_stray_children, launcher_prefix, scrubbed_environment
 
 CHECK_LINE = re.compile(r"^#\s*SELF-CHECK:\s*(?P<name>.+?)\s*(?:\((?P<points>\d+(?:\.\d+)?)\s*points?\))?\s*$")
 CHECKS_IMPORT = re.compile(r"^from\s+course_lib\.course\.checks\s+import\s+(?P<module>\w+)\s+as\s+checks\s*$", re.M)
@@ -350,6 +350,8 @@ def run_submission(text: str, exercise_set: ExerciseSet, sandbox: Sandbox, log: 
     def started(pid: int) -> None:
         with sandbox.lock:
             sandbox.kernels.add(pid)
+        if stopped.is_set():  # stopped while this kernel was starting
+            kill_process_tree(pid)
 
     def ended(pid: int) -> None:
         kill_process_tree(pid)
@@ -371,9 +373,7 @@ def run_submission(text: str, exercise_set: ExerciseSet, sandbox: Sandbox, log: 
                                    message="grading was stopped")
             raise GraderError(f"could not run the notebook: {type(error).__name__}: {error}") from error
         finally:
-            with sandbox.lock:
-                keep = set(sandbox.kernels)
-            kill_stray_children(keep)
+            kill_stray_children(spare_kernels=True)
     if stopped.is_set():
         return GradeReport(exercise_set.name, [], exercise_set=exercise_set.name, status=NOT_GRADED,
                            message="grading was stopped while this notebook ran")

@@ -6,7 +6,7 @@ into the private folder), whose address space is capped (``RLIMIT_AS``, set by t
 kernel's launcher before it execs the kernel), and whose whole process tree is killed when the
 notebook ends (:func:`kill_process_tree`, which also finds children that left the process group with
 ``start_new_session``; the grader becomes a child subreaper on Linux, so a double-forked daemon is
-re-parented to it and swept by :func:`kill_stray_children`).
+re-parented to it and swept by :func:`kill_stray_children`, after each notebook and when grading ends).
 
 Two modes (``--sandbox``):
     process    the above, on any POSIX machine.
@@ -117,11 +117,20 @@ def kill_process_tree(pid: int) -> None:
             pass
 
 
-def kill_stray_children(keep: set[int]) -> None:
-    """Kill (and reap) this process's children that are not in ``keep``: orphans re-parented to the
-    subreaper, e.g. a daemon a student's notebook double-forked. Linux only."""
+def _is_kernel(pid: int) -> bool:
+    try:
+        return b"ipykernel_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def kill_stray_children(spare_kernels: bool) -> None:
+    """Kill (and reap) this process's children: orphans re-parented to the subreaper, e.g. a daemon a
+    student's notebook double-forked. With ``spare_kernels``, processes that run a kernel are left alone
+    (other notebooks being graded at the same time; a process that only pretends to be one is killed by
+    the last sweep, ``spare_kernels=False``, when grading ends). Linux only."""
     for child in _children(os.getpid()):
-        if child in keep:
+        if spare_kernels and _is_kernel(child):
             continue
         kill_process_tree(child)
         for _ in range(50):
