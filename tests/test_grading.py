@@ -19,9 +19,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from course_lib.course.classroom import grade_class
 from course_lib.course.exercises import make_exercise
-from course_lib.course.grading import Sandbox, load_exercise_set, match_submission
+from course_lib.course.grading import Sandbox, grade_notebook, load_exercise_set, match_submission
 from course_lib.course.nbexec import NotebookCellError, execute_notebook
-from course_lib.course.sandbox import _children
+from course_lib.course.sandbox import _children, namespace_available
 
 REPO = Path(__file__).resolve().parents[1]
 SET = "01_episodes_and_ci.ipynb"
@@ -326,3 +326,25 @@ def test_sigterm_marks_the_running_notebook_not_graded(tmp_path):
     assert [(r["student"], r["status"]) for r in results] == [("ada", "not graded")]
     assert "NOT GRADED" in (tmp_path / "out" / "grades.csv").read_text()
     assert dead(int(pid_file.read_text()))
+
+
+# --- the namespace sandbox --------------------------------------------------------------------
+
+@pytest.mark.skipif(not namespace_available(), reason="no unprivileged user namespaces on this machine")
+def test_namespace_sandbox_has_no_network_and_a_read_only_course(tmp_path):
+    probe = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\n"
+             f"    print('network: yes')\nexcept OSError:\n    print('network: no')\n"
+             f"for target in [{str(REPO / 'solutions' / 'probe.txt')!r}, {str(tmp_path / 'class' / 'probe.txt')!r}]:\n"
+             f"    try:\n        open(target, 'a').close()\n        print('write: yes')\n"
+             f"    except OSError:\n        print('write: no')")
+    path = tmp_path / "class" / "ada" / SET
+    path.parent.mkdir(parents=True)
+    nbformat.write(submission(nbformat.read(REPO / "solutions" / SET, as_version=4), after_imports=probe), path)
+
+    report = grade_notebook(path, REPO / "solutions",
+                            sandbox=Sandbox(mode="namespace", timeout=60, read_only=[REPO, tmp_path / "class"]))
+
+    printed = "".join(out.get("text", "") for cell in report.executed.cells for out in cell.get("outputs", []))
+    assert printed == "network: no\nwrite: no\nwrite: no\n"
+    assert report.earned == 3
+    assert not (REPO / "solutions" / "probe.txt").exists() and not (tmp_path / "class" / "probe.txt").exists()
