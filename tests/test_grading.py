@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from course_lib.course import nbexec
 from course_lib.course.classroom import grade_class
 from course_lib.course.exercises import make_exercise
 from course_lib.course.grading import Sandbox, grade_notebook, load_exercise_set, match_submission
@@ -348,3 +349,28 @@ def test_namespace_sandbox_has_no_network_and_a_read_only_course(tmp_path):
     assert printed == "network: no\nwrite: no\nwrite: no\n"
     assert report.earned == 3
     assert not (REPO / "solutions" / "probe.txt").exists() and not (tmp_path / "class" / "probe.txt").exists()
+
+
+# --- limits the executor enforces, and what the grader calls its own failure ---------------------
+
+def test_cells_after_an_uninterruptible_cell_or_past_the_budget_are_not_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(nbexec, "INTERRUPT_GRACE_SECONDS", 1)
+    stubborn = new_notebook(cells=[new_code_cell("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                                 "while True:\n    pass"), new_code_cell("x = 1")])
+    executed = execute_notebook(stubborn, cwd=tmp_path, timeout=2, allow_errors=True)
+    assert executed.cells[0].outputs[-1].ename == "CellTimeoutError" and executed.cells[1].execution_count is None
+
+    slow = new_notebook(cells=[new_code_cell("import time\ntime.sleep(3)"), new_code_cell("x = 1")])
+    executed = execute_notebook(slow, cwd=tmp_path, timeout=30, allow_errors=True, budget=3)
+    assert executed.cells[0].execution_count == 1 and executed.cells[1].execution_count is None
+
+
+def test_a_kernel_the_grader_cannot_start_is_an_error_not_a_zero(tmp_path):
+    write_notebook(tmp_path / "class" / "ada" / SET, "x = 1")
+
+    result = grade_class([tmp_path / "class"], REPO / "solutions", tmp_path / "out",
+                         sandbox=Sandbox(memory_bytes=30 * 2 ** 20))  # too little for Python to start
+
+    assert [(r.status, r.message) for r in result.reports] == [
+        ("error", "could not run the notebook: RuntimeError: Kernel died before replying to kernel_info")]
+    assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[1] == "ada,ERROR,0,3,01_episodes_and_ci.ipynb (error)"

@@ -17,6 +17,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import copy
 import os
 import sys
@@ -217,6 +219,15 @@ async def _run_cells(client: NotebookClient, timeout: int | None, allow_errors: 
                 launch.on_end(pid)
 
 
+@contextlib.contextmanager
+def _no_atexit_cleanup(client: NotebookClient):
+    """nbclient leaves its exit-time cleanup registered when a kernel dies while starting; drop it."""
+    try:
+        yield
+    finally:
+        atexit.unregister(client._cleanup_kernel)
+
+
 def execute_notebook(nb: nbformat.NotebookNode, *, cwd: Path, timeout: int | None = 600,
                      allow_errors: bool = False, env: dict[str, str] | None = None,
                      launch: KernelLaunch | None = None, budget: float | None = None,
@@ -253,7 +264,7 @@ def execute_notebook(nb: nbformat.NotebookNode, *, cwd: Path, timeout: int | Non
         timeout=None,  # the watchdog in _run_cell enforces the timeout
         allow_errors=True,  # _run_cells raises NotebookCellError itself
     )
-    with socket_dir:
+    with socket_dir, _no_atexit_cleanup(client):
         kernel_env = _kernel_env(env) if launch.env is None else {**launch.env, **(env or {})}
         output = {} if launch.output is None else {"stdout": launch.output, "stderr": launch.output}
         run_sync(_run_cells)(client, timeout, allow_errors, budget, launch, after, cwd=str(cwd), env=kernel_env,

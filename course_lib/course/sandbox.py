@@ -2,11 +2,11 @@
 
 Every submission runs in a fresh temporary folder (a copy of the notebook only), in a kernel whose
 environment holds only :data:`PASSED_VARIABLES` (no instructor secrets; ``HOME`` and ``TMPDIR`` point
-into the private folder), whose address space is capped (``RLIMIT_AS``, set by this file run as the
-kernel's launcher before it execs the kernel), and whose whole process tree is killed when the
-notebook ends (:func:`kill_process_tree`, which also finds children that left the process group with
-``start_new_session``; the grader becomes a child subreaper on Linux, so a double-forked daemon is
-re-parented to it and swept by :func:`kill_stray_children`, after each notebook and when grading ends).
+into the private folder), whose memory is capped (``RLIMIT_DATA`` on Linux, ``RLIMIT_AS`` elsewhere; set
+by this file, run as the kernel's launcher, before it execs the kernel), and whose whole process tree is
+killed when the notebook ends (:func:`kill_process_tree`, which also finds children that left the process
+group with ``start_new_session``; the grader becomes a child subreaper on Linux, so a double-forked daemon
+is re-parented to it and swept by :func:`kill_stray_children`, after each notebook and when grading ends).
 
 Two modes (``--sandbox``):
     process    the above, on any POSIX machine.
@@ -175,7 +175,10 @@ def _launch(argv: list[str]) -> None:
     for folder in read_only:
         subprocess.run(["mount", "--bind", folder, folder], check=True)
         subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # Linux: RLIMIT_DATA counts the memory a process writes to (heap, anonymous maps) but not address space
+    # merely reserved, which CUDA reserves by the terabyte; elsewhere the address space is all there is.
+    limit = resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
+    resource.setrlimit(limit, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.execvp(command[0], command)
 
