@@ -181,7 +181,8 @@ def grade_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"no such file or folder: {', '.join(missing)}")
     if not args.solutions.is_dir():
         parser.error(f"--solutions {str(args.solutions)!r} is not a folder")
-    read_only = [REPO, *(path.resolve() if path.is_dir() else path.resolve().parent for path in args.paths)]
+    read_only = [REPO, Path(sys.prefix), Path(sys.base_prefix), *([args.out] if args.out else []),
+                 *(path.resolve() if path.is_dir() else path.resolve().parent for path in args.paths)]
     sandbox = Sandbox(args.sandbox, int(args.memory_gb * 2 ** 30), args.timeout, args.budget, read_only)
     try:
         result = grade_class(args.paths, args.solutions, args.out, sandbox=sandbox, jobs=args.jobs,

@@ -1,9 +1,10 @@
 """The kernel's end of the grader's channel: call a student's function on the grader's inputs, write the answer.
 
-After a student's notebook has run, the grader (``course_lib.course.remote``) runs cells of its own in the
-student's kernel, each one line::
+After a student's notebook has run, the grader (``course_lib.course.remote``) defines this module in the
+student's kernel from the text it read at start (not from the file, which student code could have changed),
+then runs cells of its own there, each one line::
 
-    import course_lib.course.channel as _course_channel; _course_channel.serve(globals(), "REQUEST", "ANSWER")
+    _course_channel.serve(globals(), "REQUEST", "ANSWER")
 
 ``REQUEST`` is a file the grader wrote (``torch.save`` of the function's name and its arguments, the grad mode
 and the global RNG state); :func:`serve` calls the function and writes to ``ANSWER``, a path only that cell

@@ -22,7 +22,7 @@ from .grading import (ERROR, GRADED, NOT_GRADED, UNMATCHED, ExerciseSet, GradeRe
                       find_submissions, load_exercise_set, match_submission, run_submission, student_of)
 from .sandbox import ProtectedFiles, become_subreaper, kill_stray_children
 
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+LIBRARY = Path(__file__).resolve().parents[1]  # course_lib/
 
 
 class GradingStopped(BaseException):
@@ -88,7 +88,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
             exercise_set = sets[matched[0]]
         submissions.append(_Submission(path, text, digest, student_of(path, root, matched[1] if matched else ""),
                                        exercise_set))
-    protected = ProtectedFiles([*solutions_dir.glob("*.ipynb"), *CHECKS_DIR.glob("*.py"),
+    protected = ProtectedFiles([*solutions_dir.glob("*.ipynb"), *LIBRARY.rglob("*.py"),
                                 *((hidden_dir.glob("*.py")) if hidden_dir else []),
                                 *(s.path for s in submissions)])
     become_subreaper()

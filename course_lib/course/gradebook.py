@@ -1,6 +1,6 @@
 """The grader's files, written as each notebook finishes, so an interrupted run loses nothing and can resume.
 
-    OUT/results.jsonl                        one JSON object per graded file (appended, flushed, fsynced):
+    OUT/results.jsonl                        one JSON object per graded file:
                                              student, notebook, file, sha256, status, earned, points, checks
                                              (name, verdict, points, earned, full message, hidden), notes
     OUT/grades.csv                           a row per student: a column per exercise set (points earned, or
@@ -36,6 +36,8 @@ def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
         tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
 
 
@@ -114,12 +116,9 @@ class Gradebook:
             if report.executed is not None:
                 _write_atomically(self.feedback_path(report.student, report.exercise_set, ".ipynb"),
                                   nbformat.writes(report.executed))
-        record = report_record(report, source, digest)
-        with self.results.open("a", encoding="utf-8") as results:
-            results.write(json.dumps(record) + "\n")
-            results.flush()
-            os.fsync(results.fileno())
-        self.records.append(record)
+        self.records.append(report_record(report, source, digest))
+        # Both files are rewritten from memory, so whatever student code did to them in between is undone.
+        _write_atomically(self.results, "".join(json.dumps(record) + "\n" for record in self.records))
         self._write_csv()
 
     def _write_csv(self) -> None:

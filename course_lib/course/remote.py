@@ -27,9 +27,15 @@ from pathlib import Path
 import torch
 from nbclient import NotebookClient
 
+from . import channel
 from .channel import tensors_requiring_grad
 from .checks.base import CheckTimeout
 from .nbexec import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, run_extra_cell
+
+
+# Read when the grader starts, before any student code runs: the kernel gets this text, not the file on disk.
+CHANNEL_SOURCE = Path(channel.__file__).read_text(encoding="utf-8")
+MAX_ANSWER_BYTES = 256 * 2 ** 20
 
 
 class StudentCodeError(AssertionError):
@@ -207,20 +213,27 @@ class StudentKernel:
         self.client, self.loop, self.folder, self.timeout = client, loop, folder, timeout
         self.calls = 0
         self.alive = True
+        self.ready = False
 
     def function(self, name: str) -> RemoteFunction:
         return RemoteFunction(self, name)
+
+    def _run(self, source: str):
+        """Run one cell of the grader's in the kernel (from the checkers' thread); return it with its outputs."""
+        return asyncio.run_coroutine_threadsafe(run_extra_cell(self.client, source, self.timeout), self.loop).result()
 
     def _exchange(self, request: dict, what: str) -> dict:
         """Send ``request``, run the grader's cell, return the answer (plain data, read safely)."""
         if not self.alive:
             raise KernelGone(f"{what} was not called: the kernel died earlier")
+        if not self.ready:  # the channel's code, as the grader read it at start
+            self._run(f"import types as _course_types; _course_channel = _course_types.ModuleType('course_channel'); "
+                      f"exec(compile({CHANNEL_SOURCE!r}, '<course grader channel>', 'exec'), _course_channel.__dict__)")
+            self.ready = True
         token = secrets.token_hex(8)
         request_path, answer_path = self.folder / f"{token}.request", self.folder / f"{token}.answer"
         torch.save(request, request_path)
-        source = ("import course_lib.course.channel as _course_channel; "
-                  f"_course_channel.serve(globals(), {str(request_path)!r}, {str(answer_path)!r})")
-        cell = asyncio.run_coroutine_threadsafe(run_extra_cell(self.client, source, self.timeout), self.loop).result()
+        cell = self._run(f"_course_channel.serve(globals(), {str(request_path)!r}, {str(answer_path)!r})")
         errors = {out.get("ename") for out in cell.outputs if out.output_type == "error"}
         if TIMEOUT_ERROR in errors:
             if not self.client.km.has_kernel:
@@ -231,7 +244,11 @@ class StudentKernel:
             self.alive = False
             raise KernelGone(f"the kernel died while running {what}")
         try:
+            if answer_path.stat().st_size > MAX_ANSWER_BYTES:
+                raise StudentCodeError(f"{what} returned more than {MAX_ANSWER_BYTES // 2 ** 20} MB")
             answer = torch.load(answer_path, weights_only=True)
+        except StudentCodeError:
+            raise
         except FileNotFoundError:
             raise StudentCodeError(f"{what} gave no answer: the grader's call never ran (does the notebook "
                                    "change how the kernel runs code?)") from None
