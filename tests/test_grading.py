@@ -20,9 +20,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from course_lib.course import nbexec
 from course_lib.course.classroom import grade_class
 from course_lib.course.exercises import make_exercise
-from course_lib.course.grading import Sandbox, grade_notebook, load_exercise_set, match_submission
+from course_lib.course.grading import Sandbox, grade_notebook, load_exercise_set
+from course_lib.course.submissions import match_submission
 from course_lib.course.nbexec import NotebookCellError, execute_notebook
-from course_lib.course.sandbox import _children, namespace_available
+from course_lib.course.sandbox import children, namespace_available
 
 REPO = Path(__file__).resolve().parents[1]
 SET = "01_episodes_and_ci.ipynb"
@@ -135,6 +136,12 @@ def test_a_self_check_cell_must_call_one_checker_with_named_functions(tmp_path):
     with pytest.raises(ValueError, match="cell index 1: a self-check cell must make exactly one call"):
         load_exercise_set(tmp_path / "01_x.ipynb")
 
+    write_notebook(tmp_path / "01_y.ipynb", "from course_lib.course.checks import episodes_and_ci as checks",
+                   "# SELF-CHECK: interval (2.5 points)\nchecks.check_confidence_interval(confidence_interval, seconds=5)")
+    [check] = load_exercise_set(tmp_path / "01_y.ipynb").checks
+    assert (check.name, check.points, check.functions, check.options) == (
+        "interval", 2.5, ["confidence_interval"], {"seconds": 5})
+
     points = load_exercise_set(REPO / "solutions" / SET).checks
     assert [(c.name, c.points, c.functions) for c in points] == [
         ("episode sampler", 1.0, ["sample_episode"]), ("confidence interval", 1.0, ["confidence_interval"]),
@@ -202,7 +209,7 @@ def graded_class(tmp_path_factory):
     before = {path: path.read_bytes() for path in [ada, solutions / SET]}
 
     os.environ["INSTRUCTOR_SECRET"] = SECRET
-    printed = []
+    printed, children_before = [], set(children())
     try:
         result = grade_class([klass], solutions, root / "out", jobs=2, hidden_dir=hidden,
                              sandbox=Sandbox(timeout=20, budget=300, memory_bytes=3 * 2 ** 30),
@@ -210,7 +217,7 @@ def graded_class(tmp_path_factory):
     finally:
         del os.environ["INSTRUCTOR_SECRET"]
     reports = {(r.student, Path(r.notebook).name): r for r in result.reports}
-    return root, result, reports, before, printed
+    return root, result, reports, before, printed, children_before
 
 
 def report_of(reports, student):
@@ -225,7 +232,7 @@ EXPECTED_POINTS = {  # out of 5: three self-checks of 1 point and a hidden check
 
 
 def test_every_submission_gets_its_score(graded_class):
-    _, result, reports, _, _ = graded_class
+    _, result, reports, *_ = graded_class
     scores = {student: report.earned for (student, name), report in reports.items() if name != "99_unknown.ipynb"}
     assert scores == EXPECTED_POINTS
     assert all(report.points == 5 for (_, name), report in reports.items() if name != "99_unknown.ipynb")
@@ -234,7 +241,7 @@ def test_every_submission_gets_its_score(graded_class):
 
 
 def test_named_mistakes_get_their_hints_in_full(graded_class):
-    _, _, reports, _, _ = graded_class
+    _, _, reports, *_ = graded_class
     mistakes = {c.name: c for c in report_of(reports, "mistakes").checks}
     assert "assign labels in random order" in mistakes["episode sampler"].message
     assert "normal quantile" in mistakes["confidence interval"].message
@@ -245,7 +252,7 @@ def test_named_mistakes_get_their_hints_in_full(graded_class):
 
 
 def test_broken_notebooks_fail_with_the_reason(graded_class):
-    _, _, reports, _, _ = graded_class
+    _, _, reports, *_ = graded_class
     assert [c.message for c in report_of(reports, "blank").checks[:3]] == [
         "NotImplementedError: exercise 1 (sample_episode) is not done yet",
         "NotImplementedError: exercise 2 (confidence_interval) is not done yet",
@@ -259,7 +266,7 @@ def test_broken_notebooks_fail_with_the_reason(graded_class):
 
 
 def test_cheats_change_nothing_and_harm_no_one(graded_class):
-    root, _, reports, before, _ = graded_class
+    root, _, reports, before, *_ = graded_class
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path} was changed by student code"
     assert "student code changed course files, restored" in " ".join(report_of(reports, "cheat_files").notes)
@@ -271,14 +278,14 @@ def test_cheats_change_nothing_and_harm_no_one(graded_class):
 
 
 def test_no_process_outlives_grading(graded_class):
-    root = graded_class[0]
+    root, children_before = graded_class[0], graded_class[-1]
     pids = [int((root / "pids" / name).read_text()) for name in ("ada", "session_child", "daemon")]
     assert all(dead(pid) for pid in pids), [(pid, dead(pid)) for pid in pids]
-    assert [pid for pid in _children(os.getpid()) if not dead(pid)] == []
+    assert [pid for pid in children() - children_before if not dead(pid)] == []
 
 
 def test_the_gradebook_files(graded_class):
-    root, _, reports, _, printed = graded_class
+    root, _, reports, _, printed, _ = graded_class
     out = root / "out"
     with (out / "grades.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -308,7 +315,8 @@ def test_resume_grades_nothing_that_is_finished(graded_class):
 
 # --- stopping -------------------------------------------------------------------------------
 
-def test_sigterm_marks_the_running_notebook_not_graded(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_marks_the_running_notebook_not_graded(tmp_path, stop):
     pid_file = tmp_path / "pid"
     write_notebook(tmp_path / "class" / "ada" / SET,
                    f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)")
@@ -319,7 +327,7 @@ def test_sigterm_marks_the_running_notebook_not_graded(tmp_path):
     while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
-    grader.send_signal(signal.SIGTERM)
+    grader.send_signal(stop)
     output, _ = grader.communicate(timeout=60)
 
     assert grader.returncode == 1, output

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from .gradebook import Gradebook
 from .grading import (ERROR, GRADED, NOT_GRADED, UNMATCHED, ExerciseSet, GradeReport, GraderError, Sandbox,
-                      find_submissions, load_exercise_set, match_submission, run_submission, student_of)
-from .sandbox import ProtectedFiles, become_subreaper, kill_stray_children
+                      load_exercise_set, run_submission)
+from .sandbox import ProtectedFiles, become_subreaper, children, kill_stray_children
+from .submissions import find_submissions, match_submission, student_of
 
 LIBRARY = Path(__file__).resolve().parents[1]  # course_lib/
 
@@ -75,6 +76,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
         ValueError: a solution notebook breaks the self-check protocol (before anything is graded).
     """
     sandbox = sandbox or Sandbox()
+    sandbox.spared = children()
     solutions = {path.stem: path for path in sorted(solutions_dir.glob("*.ipynb"))}
     sets: dict[str, ExerciseSet] = {}
     submissions: list[_Submission] = []
@@ -162,7 +164,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
                    submission)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        kill_stray_children(spare_kernels=False)
+        kill_stray_children(sandbox.spared, spare_kernels=False)
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
         logs.cleanup()

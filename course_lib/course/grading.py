@@ -39,7 +39,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +49,8 @@ import nbformat
 from .checks.base import PartialCredit
 from .nbexec import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, KernelLaunch, execute_notebook
 from .remote import StudentKernel
-from .sandbox import kill_process_tree, kill_stray_children, launcher_prefix, scrubbed_environment
+from .sandbox import children, kill_process_tree, kill_stray_children, launcher_prefix, scrubbed_environment
+from .submissions import match_submission
 
 CHECK_LINE = re.compile(r"^#\s*SELF-CHECK:\s*(?P<name>.+?)\s*(?:\((?P<points>\d+(?:\.\d+)?)\s*points?\))?\s*$")
 CHECKS_IMPORT = re.compile(r"^from\s+course_lib\.course\.checks\s+import\s+(?P<module>\w+)\s+as\s+checks\s*$", re.M)
@@ -285,6 +286,7 @@ class Sandbox:
     budget: float | None = 900
     read_only: list[Path] = field(default_factory=list)
     kernels: set[int] = field(default_factory=set)  # the kernels running now, by process id
+    spared: set[int] = field(default_factory=children)  # processes that were children before grading began
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def kill_all(self) -> None:
@@ -311,14 +313,15 @@ def _written_answers(nb: nbformat.NotebookNode, exercise_set: ExerciseSet) -> li
 
 
 def _why_not_checked(cells: list[nbformat.NotebookNode], budget: float | None) -> str:
-    """Why the grader could not call the student's functions: what stopped the notebook."""
-    for number, cell in enumerate((c for c in cells if c.cell_type == "code"), start=1):
-        names = {output.get("ename") for output in cell.get("outputs", []) if output.output_type == "error"}
-        if DEAD_KERNEL_ERROR in names:
-            return f"not checked: the kernel died in code cell {number}"
-        if TIMEOUT_ERROR in names and cell.execution_count is not None and not any(
-                c.execution_count for c in cells[cells.index(cell) + 1:] if c.cell_type == "code"):
-            return f"not checked: code cell {number} did not finish and ignored the interrupt"
+    """Why the grader could not call the student's functions: what stopped the notebook's last run cell."""
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    ran = [number for number, cell in enumerate(code, start=1) if cell.execution_count is not None]
+    if ran:
+        errors = [out for out in code[ran[-1] - 1].get("outputs", []) if out.output_type == "error"]
+        if any(out.ename == DEAD_KERNEL_ERROR for out in errors):
+            return f"not checked: the kernel died in code cell {ran[-1]}"
+        if any(out.ename == TIMEOUT_ERROR and "ignored the interrupt" in out.evalue for out in errors):
+            return f"not checked: code cell {ran[-1]} did not finish and ignored the interrupt"
     return f"not checked: the notebook ran past its budget of {budget:g} s" if budget else "not checked"
 
 
@@ -373,7 +376,7 @@ def run_submission(text: str, exercise_set: ExerciseSet, sandbox: Sandbox, log: 
                                    message="grading was stopped")
             raise GraderError(f"could not run the notebook: {type(error).__name__}: {error}") from error
         finally:
-            kill_stray_children(spare_kernels=True)
+            kill_stray_children(sandbox.spared, spare_kernels=True)
     if stopped.is_set():
         return GradeReport(exercise_set.name, [], exercise_set=exercise_set.name, status=NOT_GRADED,
                            message="grading was stopped while this notebook ran")
@@ -399,6 +402,7 @@ def grade_notebook(path: Path, solutions_dir: Path, *, timeout: int = 120, sandb
         raise FileNotFoundError(f"no solution {solutions_dir.name}/{path.name} to grade {path} against")
     exercise_set = load_exercise_set(sets[matched[0]], hidden_dir)
     sandbox = sandbox or Sandbox(timeout=timeout)
+    sandbox.spared = children()
     with tempfile.TemporaryDirectory(prefix="course-grade-log-") as logs:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -407,54 +411,3 @@ def grade_notebook(path: Path, solutions_dir: Path, *, timeout: int = 120, sandb
         report = run_submission(text, exercise_set, sandbox, Path(logs) / "kernel.log")
     report.notebook, report.student = str(path), matched[1] or path.parent.name
     return report
-
-
-# --- a class folder ---------------------------------------------------------------------------
-
-COPY_SUFFIX = re.compile(r"(\s*\(\d+\)|-\d+|\s+copy)$")
-LMS_STUDENT = re.compile(r"^(?P<student>[a-z0-9]+)(?:_late)?(?:_(?P<id>\d+))?(?:_\d+)*$")
-
-
-def _normalised(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def match_submission(file_name: str, set_names: list[str]) -> tuple[str, str] | None:
-    """``(set name, student)`` for a submitted file's name, or None if it matches no exercise set.
-
-    ``01_episodes_and_ci.ipynb``, ``01_episodes_and_ci (1).ipynb``, ``01_episodes_and_ci-2.ipynb`` and a
-    learning platform's ``jdoe_12345_67890_01_episodes_and_ci.ipynb`` all match ``01_episodes_and_ci``;
-    the student is what the platform put in front (``jdoe_12345``), or "" when nothing is.
-    """
-    stem = file_name[:-len(".ipynb")] if file_name.lower().endswith(".ipynb") else file_name
-    while COPY_SUFFIX.search(stem):
-        stem = COPY_SUFFIX.sub("", stem)
-    name = _normalised(stem)
-    candidates = [s for s in set_names if name == _normalised(s) or name.endswith("_" + _normalised(s))]
-    if not candidates:
-        return None
-    best = max(candidates, key=len)
-    prefix = name[:len(name) - len(_normalised(best))].strip("_")
-    lms = LMS_STUDENT.match(prefix)
-    student = (f"{lms['student']}_{lms['id']}" if lms['id'] else lms['student']) if lms else prefix
-    return best, student
-
-
-def find_submissions(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
-    """The notebooks to grade, each with the folder it was found in: every notebook under each folder, sorted."""
-    found: list[tuple[Path, Path]] = []
-    for path in paths:
-        if path.is_dir():
-            found += [(p, path) for p in sorted(path.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
-        else:
-            found.append((path, path.parent))
-    return found
-
-
-def student_of(path: Path, root: Path, lms_student: str) -> str:
-    """The student a file belongs to: its first folder under the class folder, else the platform's prefix,
-    else the folder it is in."""
-    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    if len(relative.parts) > 1:
-        return relative.parts[0]
-    return lms_student or path.parent.resolve().name

@@ -124,13 +124,19 @@ def _is_kernel(pid: int) -> bool:
         return False
 
 
-def kill_stray_children(spare_kernels: bool) -> None:
-    """Kill (and reap) this process's children: orphans re-parented to the subreaper, e.g. a daemon a
-    student's notebook double-forked. With ``spare_kernels``, processes that run a kernel are left alone
-    (other notebooks being graded at the same time; a process that only pretends to be one is killed by
-    the last sweep, ``spare_kernels=False``, when grading ends). Linux only."""
+def children() -> set[int]:
+    """This process's children now (Linux; empty elsewhere)."""
+    return set(_children(os.getpid()))
+
+
+def kill_stray_children(spare: set[int], spare_kernels: bool) -> None:
+    """Kill (and reap) this process's children except ``spare`` (those it had before grading began):
+    orphans re-parented to the subreaper, e.g. a daemon a student's notebook double-forked. With
+    ``spare_kernels``, processes that run a kernel are left alone too (other notebooks being graded at the
+    same time; a process that only pretends to be one is killed by the last sweep, ``spare_kernels=False``,
+    when grading ends). Linux only."""
     for child in _children(os.getpid()):
-        if spare_kernels and _is_kernel(child):
+        if child in spare or (spare_kernels and _is_kernel(child)):
             continue
         kill_process_tree(child)
         for _ in range(50):
