@@ -86,7 +86,7 @@ def encode(obj, refs: dict[int, list] | None = None, grad_outputs: list | None =
     if isinstance(obj, torch.Tensor):
         if obj.requires_grad and grad_outputs is not None:
             grad_outputs.append(obj)
-        return {"kind": "tensor", "value": obj.detach().as_subclass(torch.Tensor).clone(),
+        return {"kind": "tensor", "value": obj.detach().as_subclass(torch.Tensor).to("cpu", copy=True),
                 "requires_grad": bool(obj.requires_grad)}
     if isinstance(obj, (list, tuple)):
         return {"kind": "tuple" if isinstance(obj, tuple) else "list",
