@@ -2,7 +2,8 @@
 
     python -m course_lib run [--profile quick|full] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
     python -m course_lib exercises [--check]
-    python -m course_lib grade SUBMISSION.ipynb [MORE.ipynb ...] [--timeout SECONDS]
+    python -m course_lib grade SUBMISSIONS... [--out DIR] [--resume] [-j N] [--timeout SECONDS] [--budget SECONDS]
+                               [--memory-gb GB] [--sandbox process|namespace] [--hidden DIR] [--solutions DIR]
     python -m course_lib train {protonet,maml,reptile} --data DIR --save FILE [--n-way 5 --k-shot 1 ...]
 
 ``train`` meta-trains on your own images (one sub-folder per class; see ``recipes``). Values that
@@ -56,6 +57,13 @@ def existing_folder(text: str) -> Path:
     return path
 
 
+def existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
 def device_name(text: str) -> str:
     try:
         torch.device(text)
@@ -84,10 +92,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     exercises = commands.add_parser("exercises", help="generate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report exercises that are out of date")
 
-    grade = commands.add_parser("grade", help="grade students' exercise notebooks")
+    grade = commands.add_parser("grade", help="grade students' exercise notebooks (a sandbox each)",
+                                description="Grade submissions (notebooks, or class folders of them) against "
+                                            "the solutions; each runs in its own sandboxed kernel and the grader "
+                                            "checks the student's functions in its own process.")
     grade.add_argument("paths", nargs="+", type=Path, help="notebooks, or folders of notebooks")
     grade.add_argument("--solutions", type=Path, default=REPO / "solutions", help="the solutions folder")
-    grade.add_argument("--timeout", type=seconds, default=120, help="seconds allowed per cell (at least 1)")
+    grade.add_argument("--out", type=Path, help="gradebook folder: grades.csv, results.jsonl, feedback/")
+    grade.add_argument("--resume", action="store_true", help="keep --out's finished results, grade the rest")
+    grade.add_argument("-j", "--jobs", type=whole_number_at_least(1), default=1, help="notebooks graded at once")
+    grade.add_argument("--timeout", type=seconds, default=120,
+                       help="seconds allowed per cell and per call of a student's function (at least 1)")
+    grade.add_argument("--budget", type=seconds, default=900, help="seconds allowed per notebook (at least 1)")
+    grade.add_argument("--memory-gb", type=positive_number, default=4, help="address space per kernel (GiB)")
+    grade.add_argument("--sandbox", choices=("process", "namespace"), default="process",
+                       help="process: scrubbed env, memory limit, private folder; namespace: also no network "
+                            "and the course and submissions read-only (Linux user namespaces)")
+    grade.add_argument("--hidden", type=existing_path, help="folder of hidden checks, one NN_name.py per set")
 
     train = commands.add_parser("train", help="meta-train on your own images (one sub-folder per class)",
                                 description="Meta-train a few-shot learner on a folder of class folders, score it "
@@ -138,15 +159,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         return train_command(args, train_parser)
-    from .course.grading import grade_paths
+    return grade_command(args, parser)
+
+
+def grade_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``python -m course_lib grade``: 0 when every file was graded, 1 when some could not be (or it was stopped)."""
+    from .course.classroom import grade_class
+    from .course.grading import Sandbox
+
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        parser.error(f"no such file or folder: {', '.join(missing)}")
+    if not args.solutions.is_dir():
+        parser.error(f"--solutions {str(args.solutions)!r} is not a folder")
+    read_only = [REPO, Path(sys.prefix), Path(sys.base_prefix), *([args.out] if args.out else []),
+                 *(path.resolve() if path.is_dir() else path.resolve().parent for path in args.paths)]
+    sandbox = Sandbox(args.sandbox, int(args.memory_gb * 2 ** 30), args.timeout, args.budget, read_only)
     try:
-        reports = grade_paths(args.paths, args.solutions, args.timeout)
-    except FileNotFoundError as error:
+        result = grade_class(args.paths, args.solutions, args.out, sandbox=sandbox, jobs=args.jobs,
+                             resume=args.resume, hidden_dir=args.hidden,
+                             on_report=lambda report: print(report.format_table() + "\n", flush=True))
+    except (ValueError, RuntimeError) as error:  # a solution that breaks the protocol, no namespaces here
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for report in reports:
-        print(report.format_table() + "\n")
-    return 0
+    counts = {}
+    for report in result.reports:
+        counts[report.status] = counts.get(report.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to grade"
+    print(("stopped: " if result.stopped else "") + summary + (f"; gradebook in {args.out}" if args.out else ""))
+    return 0 if result.all_graded else 1
 
 
 def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

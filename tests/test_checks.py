@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from course_lib.course.checks.base import PartialCredit
 from course_lib.course.checks.episodes_and_ci import check_confidence_interval, check_episode_sampler, check_nearest_neighbour
 from course_lib.data.episodes import Episode, EpisodeSampler
 from course_lib.evaluate import mean_confidence_interval
@@ -42,14 +43,62 @@ def test_sampler_mistakes_are_named(sampler, message):
         check_episode_sampler(sampler)
 
 
+def _t_half_width(v, divide_by):
+    from scipy import stats
+    return stats.t.ppf(0.975, len(v) - 1) * v.double().std().item() / divide_by
+
+
 @pytest.mark.parametrize("interval, message", [
     (lambda v: (v.mean().item(), 1.959964 * v.std().item() / len(v) ** 0.5), "normal quantile"),
     (lambda v: (v.mean().item(), 2 * mean_confidence_interval(v)[1]), "not the full width"),
+    (lambda v: (v.mean().item(), _t_half_width(v, 1)), "forgot to divide by sqrt\\(n\\)"),
+    (lambda v: (v.mean().item(), _t_half_width(v, len(v))), "you divided by n"),
+    (lambda v: (v.mean().item(), mean_confidence_interval(v)[1] * ((len(v) - 1) / len(v)) ** 0.5), "divide by n-1"),
     (lambda v: v.mean().item(), "should return a tuple"),
 ])
 def test_interval_mistakes_are_named(interval, message):
     with pytest.raises(AssertionError, match=message):
         check_confidence_interval(interval)
+
+
+def test_forgetting_sqrt_n_is_not_called_the_full_width_and_earns_half():
+    # With n = 4, sqrt(n) = 2: the half-width without it equals the full width; the 600-value case decides.
+    with pytest.raises(PartialCredit) as raised:
+        check_confidence_interval(lambda v: (v.mean().item(), _t_half_width(v, 1)))
+    assert raised.value.fraction == 0.5 and "full width" not in str(raised.value)
+
+
+def test_sampler_with_repeats_or_its_own_randomness_is_named():
+    def with_replacement(dataset, n_way, k_shot, n_query, generator):
+        episode = reference_sampler(dataset, n_way, k_shot, n_query, generator)
+        return Episode(episode.support_x[[0] * len(episode.support_x)].clone() * 0 + episode.support_x[:1],
+                       episode.support_y, episode.query_x, episode.query_y, episode.task)
+
+    def own_randomness(dataset, n_way, k_shot, n_query, generator):
+        return reference_sampler(dataset, n_way, k_shot, n_query, torch.Generator().manual_seed(
+            int(torch.randint(0, 2 ** 30, (1,)))))
+    with pytest.raises(AssertionError, match="appears twice"):
+        check_episode_sampler(with_replacement)
+    with pytest.raises(AssertionError, match="same generator seed gave a different episode"):
+        check_episode_sampler(own_randomness)
+
+
+def test_nearest_neighbour_without_flattening_is_named():
+    def unflattened(e):
+        if e.query_x.dim() > 2:
+            return torch.zeros(len(e.query_x), dtype=torch.long)
+        return e.support_y[torch.cdist(e.query_x, e.support_x).argmin(1)]
+    with pytest.raises(AssertionError, match="flattened to vectors"):
+        check_nearest_neighbour(unflattened)
+
+
+def test_the_euclidean_distance_hint_reaches_the_end_of_its_message():
+    from course_lib.course.checks.prototypes_and_distances import check_squared_euclidean
+    with pytest.raises(AssertionError) as raised:
+        check_squared_euclidean(torch.cdist)
+    assert str(raised.value).endswith("you returned the Euclidean distance (torch.cdist, or a square root); "
+                                      "ProtoNet uses its square ||a_i - b_j||^2: that is what makes it a "
+                                      "linear classifier")
 
 
 def test_nearest_neighbour_index_instead_of_label_is_named():
@@ -96,6 +145,7 @@ def test_maml_checkers_accept_the_reference():
                                                  reference_inner_update(net, params, x, y, lr, loss_fn, cg).items()},
      "cut off from the graph"),
     (lambda net, params, x, y, lr, loss_fn, cg: reference_inner_update(net, params, x, y, -lr, loss_fn, cg), "wrong sign"),
+    (lambda *a: reference_inner_update(*a[:-1], True), "create_graph=False should give the first-order gradient"),
 ])
 def test_inner_update_mistakes_are_named(mistake, message):
     from course_lib.course.checks.maml_inner_and_outer import check_inner_update
@@ -404,12 +454,12 @@ def test_lora_inner_step_mistakes_are_named(step, message):
 
 # ---------------------------------------------------------------- 09: label scoring by log-likelihood
 
-def _label_scorer(offset=1, prompt_too=False, log_softmax=True, normalise=True):
+def _label_scorer(offset=1, prompt_too=False, log_softmax=True, normalise=True, probabilities=False):
     """Label scoring with a switch for each typical mistake; the defaults are right."""
     def label_log_likelihood(model, prompt_ids, label_ids, length_normalise):
         ids = torch.tensor([prompt_ids + label_ids])
         logits = model(input_ids=ids).logits[0]
-        scores = logits.log_softmax(-1) if log_softmax else logits
+        scores = logits.softmax(-1) if probabilities else logits.log_softmax(-1) if log_softmax else logits
         first = 1 if prompt_too else len(prompt_ids)
         positions = torch.arange(first, ids.shape[1])
         total = scores[positions - offset, ids[0, positions]].sum()
@@ -427,6 +477,7 @@ def test_label_scoring_checker_accepts_a_correct_solution(capsys):
     (_label_scorer(offset=0), "one\\s+position earlier"),
     (_label_scorer(prompt_too=True), "prompt's tokens too"),
     (_label_scorer(log_softmax=False), "take log_softmax"),
+    (_label_scorer(probabilities=True), "summed probabilities"),
     (_label_scorer(normalise=False), "divide the sum by the number of label tokens"),
     (lambda model, p, c, n: torch.zeros(2, len(c)), "should return one number"),
 ])

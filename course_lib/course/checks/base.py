@@ -34,3 +34,20 @@ def time_limit(seconds: float, what: str):
 
 def _fail(name: str, message: str) -> None:
     raise AssertionError(f"{name}: {message}")
+
+
+class PartialCredit(AssertionError):
+    """A check that is partly right: the grader awards ``fraction`` of the check cell's points.
+
+    Raised like any failure (so a self-check cell still shows the message); ``fraction`` is in [0, 1].
+    """
+
+    def __init__(self, fraction: float, message: str) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"a partial credit is a fraction in [0, 1], got {fraction}")
+        super().__init__(message)
+        self.fraction = fraction
+
+
+def _partial(name: str, fraction: float, message: str) -> None:
+    raise PartialCredit(fraction, f"{name}: {message}")

@@ -12,7 +12,7 @@ import torch
 from ...data.base import ClassDataset
 from ...data.episodes import Episode
 from ...evaluate import mean_confidence_interval
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _partial
 
 
 def _coded_dataset(n_classes: int = 10, per_class: int = 20) -> ClassDataset:
@@ -66,10 +66,36 @@ def check_episode_sampler(sample_episode: Callable, seconds: float = 10) -> None
     print(f"{name}: all checks passed")
 
 
+# The named mistakes of a 95% interval's half-width, as functions of the values (float64, 1-D).
+def _t_quantile(n: int) -> float:
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+INTERVAL_MISTAKES = [
+    (lambda v: _t_quantile(len(v)) * v.std().item(),
+     "you forgot to divide by sqrt(n): the half-width is t * sd / sqrt(n), the standard error of the mean"),
+    (lambda v: 1.959964 * v.std().item() / len(v) ** 0.5,
+     "you used 1.96 (the normal quantile); with few values use Student's t with n-1 degrees of freedom"),
+    (lambda v: _t_quantile(len(v)) * v.std(unbiased=False).item() / len(v) ** 0.5,
+     "use the sample standard deviation (divide by n-1)"),
+    (lambda v: 2 * _t_quantile(len(v)) * v.std().item() / len(v) ** 0.5,
+     "return the half-width, not the full width of the interval"),
+    (lambda v: _t_quantile(len(v)) * v.std().item() / len(v),
+     "you divided by n: the standard error of the mean is sd / sqrt(n)"),
+]
+
+
 def check_confidence_interval(confidence_interval: Callable, seconds: float = 10) -> None:
-    """Check ``confidence_interval(values) -> (mean, half_width)`` of a 95% t-interval."""
+    """Check ``confidence_interval(values) -> (mean, half_width)`` of a 95% t-interval.
+
+    A mistake is named only if it explains every case (with 4 values, forgetting sqrt(n) = 2 looks like
+    returning the full width; the 600-value case tells them apart). A right mean with a wrong half-width
+    earns half the points.
+    """
     name = "confidence_interval"
     cases = [torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.rand(600, generator=torch.Generator().manual_seed(0))]
+    answers = []
     with time_limit(seconds, name):
         for values in cases:
             got = confidence_interval(values)
@@ -77,22 +103,19 @@ def check_confidence_interval(confidence_interval: Callable, seconds: float = 10
                 _fail(name, f"should return a tuple (mean, half_width), got {got!r}")
             mean, half = (float(v) for v in got)
             want_mean, want_half = mean_confidence_interval(values)
-            n = len(values)
             if abs(mean - want_mean) > 1e-6:
-                _fail(name, f"the mean of {n} values should be {want_mean:.4f}, got {mean:.4f}")
-            if abs(half - want_half) > 1e-4 * max(1.0, want_half):
-                z_half = 1.959964 * values.double().std().item() / n ** 0.5
-                biased = want_half * ((n - 1) / n) ** 0.5
-                if abs(half - z_half) < 1e-4:
-                    hint = "you used 1.96 (the normal quantile); with few values use Student's t with n-1 degrees of freedom"
-                elif abs(half - biased) < 1e-4:
-                    hint = "use the sample standard deviation (divide by n-1)"
-                elif abs(half - 2 * want_half) < 1e-4:
-                    hint = "return the half-width, not the full width of the interval"
-                else:
-                    hint = "half_width = t_{0.975, n-1} * sd / sqrt(n)"
-                _fail(name, f"for {n} values the half-width should be {want_half:.5f}, got {half:.5f}: {hint}")
-    print(f"{name}: all checks passed")
+                _fail(name, f"the mean of {len(values)} values should be {want_mean:.4f}, got {mean:.4f}")
+            answers.append((values.double(), half, want_half))
+    wrong = [(v, half, want) for v, half, want in answers if abs(half - want) > 1e-4 * max(1.0, want)]
+    if not wrong:
+        print(f"{name}: all checks passed")
+        return
+    explained = [hint for mistake, hint in INTERVAL_MISTAKES
+                 if all(abs(half - mistake(v)) < 1e-4 * max(1.0, half) for v, half, _ in answers)]
+    hint = explained[0] if explained else "half_width = t_{0.975, n-1} * sd / sqrt(n)"
+    values, half, want = wrong[0]
+    _partial(name, 0.5, f"the mean is right, but for {len(values)} values the half-width should be {want:.5f}, "
+                        f"got {half:.5f}: {hint}")
 
 
 def check_nearest_neighbour(predict: Callable[[Episode], torch.Tensor], seconds: float = 10) -> None:
