@@ -18,7 +18,10 @@ Reptile a surrogate whose gradient is the pseudo-gradient). The loop does the re
 * validation on fixed episodes, in eval mode, every ``eval_every`` steps and after the last step,
   and a metrics history (loss, lr, wall time, peak memory, validation scores) for plots;
 * atomic checkpoints every ``checkpoint_every`` steps and exact resume, so an interrupted run
-  (a Colab disconnect) continues as if it had never stopped.
+  (a Colab disconnect) continues as if it had never stopped;
+* under torchrun (``torch.distributed``), the tasks of each meta-batch split across the processes, the
+  meta-gradients, loss and metrics averaged over them, and rank 0 alone writing checkpoints and showing
+  progress: a step of ``N`` processes is the single-process step (see :mod:`course_lib.distributed`).
 
 A checkpoint holds the model, optimizer, scheduler and scaler states, every random state, the
 step, the elapsed time, the history with the unfinished logging window, the run's configuration
@@ -43,7 +46,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from . import runtime
+from . import distributed, runtime
 from .data.sources import describe_path, read_torch_file, save_atomically
 from .evaluate import eval_mode
 from .progress import progress_bar
@@ -284,8 +287,17 @@ def train(model: nn.Module,
 
     With ``config.checkpoint_path`` set, an existing checkpoint there is resumed from; it must
     have been saved by a run with the same configuration and model (see the module docstring).
+
+    Under torchrun every process calls ``train`` with its model on its own device
+    (``distributed.local_device()``); ``loss_fn`` must be a mean over the batch's leading (task)
+    dimension, as every loss of the course is, and the checkpoint path must be one that every process
+    can read (rank 0 writes it; on several machines, a shared file system). ``validate`` runs on every
+    rank, on the same weights.
     """
     device = next(model.parameters()).device
+    ranks = distributed.process_group(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes every step: let cuDNN pick its fastest kernels
     dtype = runtime.amp_dtype(device, config.amp)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     scheduler = make_scheduler(optimizer, config)
@@ -302,19 +314,29 @@ def train(model: nn.Module,
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"])
-        runtime.set_rng_state(state["rng"])
+        rank_rng = state.get("rank_rng", [])   # each rank's own global random state, where the run had as many
+        runtime.set_rng_state(rank_rng[ranks.rank] if len(rank_rng) == ranks.world_size else state["rng"])
         history, window = History(state["history"]), state["window"]
         start, elapsed = state["step"], state["elapsed"]
+    else:
+        distributed.broadcast_from_main(model.state_dict().values(), ranks)
 
     def checkpoint(step: int) -> None:
         if not all_finite(model.state_dict().values()):
             raise NonFiniteError(f"the weights became non-finite at step {step} and were not saved: "
                                  f"{describe_path(checkpoint_path)} keeps the last good checkpoint, if any; "
                                  "lower the learning rate or set grad_clip")
+        rank_rng = distributed.gather_objects(runtime.rng_state(), ranks)
+        if ranks.is_main:   # the ranks hold the same weights and states: rank 0 writes them
+            _save(step, rank_rng)
+        distributed.barrier(ranks)   # no rank goes on (and may resume) before the file is there
+
+    def _save(step: int, rank_rng: list[dict[str, Any]]) -> None:
         save_atomically({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "generator": generator.get_state(), "rng": runtime.rng_state(),
+            "generator": generator.get_state(), "rng": rank_rng[0],
+            **({"rank_rng": rank_rng} if ranks.is_distributed else {}),
             "history": history.rows, "window": window, "step": step, "elapsed": elapsed,
             "config": run_config(config), "model_digest": model_digest(model),
         }, checkpoint_path)
@@ -322,16 +344,24 @@ def train(model: nn.Module,
     model.train()
     started = time.perf_counter() - elapsed
     bar = progress_bar(range(start, config.steps), desc=config.desc, initial=start,
-                       total=config.steps, disable=not config.progress)
+                       total=config.steps, disable=not config.progress or not ranks.is_main)
     for step in bar:
         done = step + 1
-        batch = runtime.to_device(sample_batch(generator), device)
+        batch, share = distributed.share_of_batch(sample_batch(generator), ranks)  # every rank draws the same batch
+        batch = runtime.to_device(batch, device)
         inner_scale = scaler.scale(torch.ones((), device=device)) if scaler.is_enabled() else None  # no sync
         with runtime.autocast(device, dtype, loss_scale=inner_scale):
             loss, metrics = _split_output(loss_fn(model, batch))
-        check_loss(loss, done, scaler)
+        if ranks.is_distributed:   # the whole meta-batch's loss and metrics, so that every rank stops alike
+            metrics = distributed.all_reduce_mean({"loss": loss, **metrics}, share, device)
+            batch_loss = metrics.pop("loss")
+        else:
+            batch_loss = loss
+        check_loss(batch_loss, done, scaler)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if ranks.is_distributed:
+            distributed.all_reduce_gradients(model.parameters(), share)
         if not scaler.is_enabled():  # an fp16 scaler skips a step whose gradients overflowed, by design
             check_gradients(model, done)
         if config.grad_clip is not None:
@@ -342,10 +372,12 @@ def train(model: nn.Module,
         with warnings.catch_warnings():   # torch warns when a scaler skipped the first step: harmless here
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             scheduler.step()
-        window.append({"loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
+        window.append({"loss": batch_loss.item(), **{k: float(v) for k, v in metrics.items()}})
 
         elapsed = time.perf_counter() - started
         out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
+        if config.max_seconds is not None and ranks.is_distributed:   # rank 0's clock decides for all
+            out_of_time = distributed.main_decides(out_of_time, device)
         last = done == config.steps or out_of_time
         log_now = done % config.log_every == 0 or last
         validate_now = validate is not None and ((config.eval_every and done % config.eval_every == 0) or last)
