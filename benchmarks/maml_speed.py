@@ -5,6 +5,11 @@
     python benchmarks/maml_speed.py --repeats 5 --inner-steps 1
     python benchmarks/maml_speed.py --device cuda   # on a GPU (benchmarks/gpu_check.sh runs this)
 
+Variants: ``course_lib`` (its per-task loop), ``course_lib-vmap`` (its batched path), ``course_lib-2proc`` (the
+per-task loop with the meta-batch split over 2 processes of 1 thread each, gloo all-reduce, as ``train`` runs
+under torchrun; CPU only), ``plain-loop`` (plain torch.func), ``higher`` and ``learn2learn``. The single-process
+variants use the threads the header line reports.
+
 Setup (as in the MAML paper's Omniglot experiment): the 4-block conv net, 5-way 1-shot, 15 queries per
 class, meta-batch 32, synthetic 28x28 inputs (speed does not depend on the pixels). For every variant, before
 timing, the meta-gradient on a shared float64 batch must equal the plain loop's (relative difference < 1e-6).
@@ -143,6 +148,8 @@ def worker(args) -> dict:
     """Runs in a fresh process: check the gradient, then time the meta-step."""
     if args.variant == "protonet":
         return protonet_worker(args)
+    if args.variant == TWO_PROCESSES:
+        return two_process_worker(args)
     device = torch.device(args.device)
     gradient = meta_gradient(args.variant, args.image_size, args.inner_steps, args.first_order, device)
     torch.save(gradient, args.gradient_file)
@@ -163,6 +170,68 @@ def worker(args) -> dict:
     seconds = sorted(times)[len(times) // 2]
     return {"tasks_per_s": args.meta_batch_size / seconds, "seconds_per_step": seconds,
             "peak_extra_mb": peak_memory_mb(device) - before, "gflops": counter.get_total_flops() / seconds / 1e9}
+
+
+TWO_PROCESSES = "course_lib-2proc"   # course_lib's per-task loop, the meta-batch split over 2 processes of 1 thread
+
+
+def two_process_worker(args) -> dict:
+    """``course_lib-2proc``: the meta-step as ``train`` takes it under ``torchrun --nproc_per_node 2``, each
+    process with 1 thread adapting to its half of the meta-batch, the meta-gradients averaged by one
+    all-reduce over gloo (``course_lib.distributed``); timed on rank 0 from a barrier to the all-reduced
+    gradient. Peak memory is one process's; GFLOP/s counts both halves."""
+    if torch.device(args.device).type != "cpu":
+        raise SystemExit(f"{TWO_PROCESSES} runs on the CPU only (one GPU per process is torchrun's own business)")
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        result_file = Path(folder) / "result.json"
+        mp.spawn(two_process_rank, args=(port, args, str(result_file)), nprocs=2, join=True)
+        return json.loads(result_file.read_text())
+
+
+def two_process_rank(rank: int, port: int, args, result_file: str) -> None:
+    import os
+
+    from course_lib import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    device = torch.device("cpu")
+    ranks = distributed.process_group(device)
+
+    def meta_step(net, batch):
+        share, fraction = distributed.share_of_batch(batch, ranks)
+        make_step("course_lib", net, args.inner_steps, args.first_order)(share)
+        distributed.all_reduce_gradients(net.parameters(), fraction)
+
+    net = build_net("course_lib", args.image_size).double()
+    meta_step(net, synthetic_batch(2, args.image_size, torch.float64, seed=1))
+    if ranks.is_main:
+        torch.save(torch.cat([p.grad.flatten() for p in net.parameters()]), args.gradient_file)
+    net = build_net("course_lib", args.image_size)
+    batch = synthetic_batch(args.meta_batch_size, args.image_size)
+    before = peak_memory_mb(device)
+    with FlopCounterMode(display=False) as counter:
+        meta_step(net, batch)
+    times = []
+    for _ in range(args.repeats):
+        net.zero_grad()
+        distributed.barrier(ranks)
+        started = time.perf_counter()
+        meta_step(net, batch)
+        times.append(time.perf_counter() - started)
+    seconds = sorted(times)[len(times) // 2]
+    if ranks.is_main:
+        Path(result_file).write_text(json.dumps({
+            "tasks_per_s": args.meta_batch_size / seconds, "seconds_per_step": seconds,
+            "peak_extra_mb": peak_memory_mb(device) - before,
+            "gflops": counter.get_total_flops() * ranks.world_size / seconds / 1e9}))
 
 
 def protonet_worker(args) -> dict:
@@ -210,7 +279,8 @@ def main(argv=None) -> None:
     parser.add_argument("--inner-steps", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--meta-batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=28)
-    parser.add_argument("--variants", nargs="+", default=["course_lib", "course_lib-vmap", "plain-loop", "higher", "learn2learn"])
+    parser.add_argument("--variants", nargs="+", default=["course_lib", "course_lib-vmap", TWO_PROCESSES, "plain-loop", "higher",
+                                 "learn2learn"])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every variant runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
