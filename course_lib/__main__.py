@@ -5,6 +5,7 @@
     python -m course_lib grade SUBMISSIONS... [--out DIR] [--resume] [-j N] [--timeout SECONDS] [--budget SECONDS]
                                [--memory-gb GB] [--sandbox process|namespace] [--hidden DIR] [--solutions DIR]
     python -m course_lib train {protonet,maml,reptile} --data DIR --save FILE [--n-way 5 --k-shot 1 ...]
+    torchrun --nproc_per_node N -m course_lib train ...   # the meta-batch split over N processes (GPUs)
 
 ``train`` meta-trains on your own images (one sub-folder per class; see ``recipes``). Values that
 cannot work (a timeout of 0, an unknown profile, 0 steps, a missing folder) are usage errors: exit
@@ -19,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from . import recipes
+from . import distributed, recipes
 from .course.runner import REPO, run_course
 from .data.sources import describe_path
 from .runtime import PROFILES, get_device
@@ -200,15 +201,19 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             args.algorithm, args.data, n_way=args.n_way, k_shot=args.k_shot, n_query=args.n_query,
             steps=args.steps, meta_batch_size=args.meta_batch_size, lr=args.lr, inner_lr=args.inner_lr,
             inner_steps=args.inner_steps, image_size=args.image_size, channels=args.channels,
-            val_fraction=args.val_fraction, eval_episodes=args.eval_episodes, seed=args.seed, device=args.device)
+            val_fraction=args.val_fraction, eval_episodes=args.eval_episodes, seed=args.seed,
+            device=distributed.local_device(args.device))
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    print("\n".join(run.summary))
+    say = print if distributed.is_main_process() else lambda *_: None   # under torchrun: rank 0 speaks and saves
+    say("\n".join(run.summary))
     try:
         learner = run.run()
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if not distributed.is_main_process():
+        return 0
     if learner.held_out is not None:
         print(f"held-out accuracy ({args.n_way}-way {args.k_shot}-shot, {len(learner.spec.held_out_class_names)} "
               f"classes never seen in training): {learner.held_out}")

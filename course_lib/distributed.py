@@ -62,13 +62,22 @@ def world_size_from_env() -> int:
 
 
 def local_device(name: str | None = None) -> torch.device:
-    """The device this process should train on: under torchrun with CUDA, ``cuda:$LOCAL_RANK`` (one GPU
-    per process); otherwise ``runtime.get_device(name)``."""
+    """The device this process should train on: ``runtime.get_device(name)``, except that under torchrun a
+    CUDA device without an index becomes ``cuda:$LOCAL_RANK`` (one GPU per process)."""
     from . import runtime
 
-    if name is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+    device = runtime.get_device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    return runtime.get_device(name)
+    return device
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (of the process group, else of torchrun's ``$RANK``): the one that
+    prints and saves."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def process_group(device: torch.device) -> Ranks:

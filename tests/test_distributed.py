@@ -167,3 +167,37 @@ def test_a_batch_too_small_or_without_a_task_dimension_is_refused():
         distributed.share_of_batch(torch.zeros(3, 2), distributed.Ranks(0, 4))
     with pytest.raises(ValueError, match="do not share a leading task dimension"):
         distributed.share_of_batch((torch.zeros(4), torch.zeros(3)), distributed.Ranks(0, 2))
+
+
+def test_the_command_line_trains_under_torchrun_like_one_process(tmp_path):
+    """Rank 0 alone reports and saves, and the learner is the one-process learner (that the tasks are split
+    and the gradients averaged is the business of the tests above)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import course_lib
+    from shapes import write_shapes_folder
+
+    shapes = write_shapes_folder(tmp_path / "shapes")
+    tiny = ["maml", "--data", str(shapes), "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--steps", "2",
+            "--meta-batch-size", "4", "--image-size", "16", "--val-fraction", "0.5", "--eval-episodes", "4",
+            "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COURSE_PROGRESS": "0",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                           "-m", "course_lib", "train", *tiny, "--save", "learner.pt"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("held-out accuracy") == 1 and done.stdout.count("saved the learner") == 1, done.stdout
+    learner = course_lib.load_learner(tmp_path / "learner.pt", device="cpu")
+    alone = course_lib.train_on_folder(tiny[0], shapes, n_way=3, k_shot=1, n_query=2, steps=2, meta_batch_size=4,
+                                       image_size=16, val_fraction=0.5, eval_episodes=4, device="cpu", progress=False)
+    # The predictions, not the weights: a conv bias before batch norm has a zero gradient up to rounding, which
+    # Adam turns into steps of either sign; batch norm removes that bias, so the predictions cannot depend on it.
+    episodes = course_lib.fixed_episodes(course_lib.EpisodeSampler(
+        course_lib.load_image_folder(shapes, image_size=16), 3, 1, 2), 4, seed=3)
+    assert all(torch.allclose(learner.predict(e), alone.predict(e), atol=1e-4) for e in episodes)
+    untrained = course_lib.Learner(course_lib.recipes.build_model(learner.spec), learner.spec)
+    assert not all(torch.allclose(untrained.predict(e), alone.predict(e), atol=1e-4) for e in episodes)
