@@ -328,18 +328,15 @@ def train(model: nn.Module,
                                  "lower the learning rate or set grad_clip")
         rank_rng = distributed.gather_objects(runtime.rng_state(), ranks)
         if ranks.is_main:   # the ranks hold the same weights and states: rank 0 writes them
-            _save(step, rank_rng)
+            save_atomically({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "generator": generator.get_state(), "rng": rank_rng[0],
+                **({"rank_rng": rank_rng} if ranks.is_distributed else {}),
+                "history": history.rows, "window": window, "step": step, "elapsed": elapsed,
+                "config": run_config(config), "model_digest": model_digest(model),
+            }, checkpoint_path)
         distributed.barrier(ranks)   # no rank goes on (and may resume) before the file is there
-
-    def _save(step: int, rank_rng: list[dict[str, Any]]) -> None:
-        save_atomically({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "generator": generator.get_state(), "rng": rank_rng[0],
-            **({"rank_rng": rank_rng} if ranks.is_distributed else {}),
-            "history": history.rows, "window": window, "step": step, "elapsed": elapsed,
-            "config": run_config(config), "model_digest": model_digest(model),
-        }, checkpoint_path)
 
     model.train()
     started = time.perf_counter() - elapsed
