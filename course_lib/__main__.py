@@ -202,7 +202,7 @@ def train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             steps=args.steps, meta_batch_size=args.meta_batch_size, lr=args.lr, inner_lr=args.inner_lr,
             inner_steps=args.inner_steps, image_size=args.image_size, channels=args.channels,
             val_fraction=args.val_fraction, eval_episodes=args.eval_episodes, seed=args.seed,
-            device=distributed.local_device(args.device))
+            device=get_device(args.device))
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     say = print if distributed.is_main_process() else lambda *_: None   # under torchrun: rank 0 speaks and saves

@@ -18,7 +18,7 @@ nothing else changes. How a step of ``W`` processes equals a step of one process
 
 Where ``WORLD_SIZE`` (set by torchrun) is above 1 and no process group exists yet, :func:`process_group`
 creates one from torchrun's environment (``env://``): NCCL for a CUDA model, else gloo. Under torchrun
-each process must put its model on its own GPU, :func:`local_device`.
+each process must put its model on its own GPU, ``runtime.get_device()`` (``cuda:$LOCAL_RANK``).
 """
 from __future__ import annotations
 
@@ -59,17 +59,6 @@ def world_size_from_env() -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"WORLD_SIZE={text!r} is not a number of processes; torchrun sets it for you") from None
-
-
-def local_device(name: str | None = None) -> torch.device:
-    """The device this process should train on: ``runtime.get_device(name)``, except that under torchrun a
-    CUDA device without an index becomes ``cuda:$LOCAL_RANK`` (one GPU per process)."""
-    from . import runtime
-
-    device = runtime.get_device(name)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    return device
 
 
 def is_main_process() -> bool:

@@ -23,18 +23,25 @@ PROFILES = ("quick", "full")
 
 
 def get_device(name: str | None = None) -> torch.device:
-    """The device to run on: ``name``, else ``$COURSE_DEVICE``, else cuda, then mps, then cpu."""
+    """The device to run on: ``name``, else ``$COURSE_DEVICE``, else cuda, then mps, then cpu.
+
+    Under ``torchrun`` (``$LOCAL_RANK`` set) a CUDA device without an index is ``cuda:$LOCAL_RANK``: one GPU
+    per process, so a notebook run as a script on several GPUs puts each process's model on its own GPU.
+    """
     name = name or os.environ.get("COURSE_DEVICE")
     if name:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return device
 
 
 def seed_everything(seed: int) -> torch.Generator:

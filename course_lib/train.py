@@ -289,7 +289,7 @@ def train(model: nn.Module,
     have been saved by a run with the same configuration and model (see the module docstring).
 
     Under torchrun every process calls ``train`` with its model on its own device
-    (``distributed.local_device()``); ``loss_fn`` must be a mean over the batch's leading (task)
+    (``runtime.get_device()``); ``loss_fn`` must be a mean over the batch's leading (task)
     dimension, as every loss of the course is, and the checkpoint path must be one that every process
     can read (rank 0 writes it; on several machines, a shared file system). ``validate`` runs on every
     rank, on the same weights.
