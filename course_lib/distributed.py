@@ -25,12 +25,14 @@ from __future__ import annotations
 import atexit
 import io
 import os
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from . import runtime
 
 T = TypeVar("T")
 
@@ -117,30 +119,14 @@ def share_of_batch(batch: T, ranks: Ranks) -> tuple[T, float]:
     return _slice(batch, lo, hi), (hi - lo) / size
 
 
-def _tensors(batch: Any) -> Iterable[Tensor]:
-    if isinstance(batch, Tensor):
-        yield batch
-    elif is_dataclass(batch) and not isinstance(batch, type):
-        for f in fields(batch):
-            yield from _tensors(getattr(batch, f.name))
-    elif isinstance(batch, (tuple, list)):
-        for item in batch:
-            yield from _tensors(item)
-    elif isinstance(batch, dict):
-        for item in batch.values():
-            yield from _tensors(item)
+def _tensors(batch: Any) -> list[Tensor]:
+    found: list[Tensor] = []
+    runtime.map_tensors(batch, lambda tensor: found.append(tensor) or tensor)
+    return found
 
 
 def _slice(batch: Any, lo: int, hi: int) -> Any:
-    if isinstance(batch, Tensor):
-        return batch[lo:hi]
-    if is_dataclass(batch) and not isinstance(batch, type):
-        return replace(batch, **{f.name: _slice(getattr(batch, f.name), lo, hi) for f in fields(batch) if f.init})
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_slice(item, lo, hi) for item in batch)
-    if isinstance(batch, dict):
-        return type(batch)((key, _slice(value, lo, hi)) for key, value in batch.items())
-    return batch
+    return runtime.map_tensors(batch, lambda tensor: tensor[lo:hi])
 
 
 def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], share: float) -> None:

@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -178,9 +178,24 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
+def map_tensors(batch: T, fn: Callable[[Tensor], Tensor], other: Callable[[Any], Any] = lambda value: value) -> T:
+    """``batch`` rebuilt with ``fn(t)`` in place of every tensor ``t``: a tensor, a dataclass of tensors (episodes
+    and the other batch types), a tuple, list or dict of them, nested; anything else goes through ``other``."""
+    if isinstance(batch, Tensor):
+        return fn(batch)
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: map_tensors(getattr(batch, f.name), fn, other)
+                                 for f in fields(batch) if f.init})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(map_tensors(item, fn, other) for item in batch)
+    if isinstance(batch, dict):
+        return type(batch)((key, map_tensors(value, fn, other)) for key, value in batch.items())
+    return other(batch)
+
+
 def to_device(batch: T, device: torch.device | str | None) -> T:
-    """``batch`` with every tensor on ``device`` (None: unchanged): a tensor, a dataclass of tensors
-    (episodes and the other batch types), a tuple, list or dict of them, or anything else with ``.to``.
+    """``batch`` with every tensor on ``device`` (None: unchanged), through :func:`map_tensors`; anything else
+    with ``.to`` is moved by it.
 
     From the CPU to a CUDA GPU the tensors go through pinned (page-locked) memory with
     ``non_blocking=True``: the copy runs asynchronously and the host goes on queueing work. A tensor
@@ -189,18 +204,13 @@ def to_device(batch: T, device: torch.device | str | None) -> T:
     if device is None:
         return batch
     device = torch.device(device)
-    if isinstance(batch, Tensor):
-        if device.type == "cuda" and batch.device.type == "cpu" and torch.cuda.is_available():
-            batch = batch.pin_memory()
-        return batch.to(device, non_blocking=True)
-    if is_dataclass(batch) and not isinstance(batch, type):
-        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
-                              for f in fields(batch) if f.init})
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return type(batch)((key, to_device(value, device)) for key, value in batch.items())
-    return batch.to(device) if hasattr(batch, "to") else batch
+
+    def move(tensor: Tensor) -> Tensor:
+        if device.type == "cuda" and tensor.device.type == "cpu" and torch.cuda.is_available():
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=True)
+
+    return map_tensors(batch, move, other=lambda value: value.to(device) if hasattr(value, "to") else value)
 
 
 def module_device(module: nn.Module) -> torch.device | None:
