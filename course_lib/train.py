@@ -11,10 +11,14 @@ Reptile a surrogate whose gradient is the pseudo-gradient). The loop does the re
   with a gradient scaler (fp16 only) whose current scale also scales the inner loops' support losses
   (``runtime.autocast(..., loss_scale=...)``, see ``meta.inner_loop``);
 * gradient clipping, optimizer step, learning-rate schedule;
-* guards that stop with a clear message, before the optimizer step, when the loss or a gradient is
-  NaN or infinite (under fp16 loss scaling the scaler skips a step whose gradients overflowed
+* guards that stop with a clear message, and never take the optimizer step, when the loss or a gradient
+  is NaN or infinite (under fp16 loss scaling the scaler skips a step whose gradients overflowed
   instead, as it is designed to, and so a step whose loss overflowed in a scaled inner loop while
   its scale is above 1), and that never write a checkpoint whose weights are not finite;
+* at most one host sync per logged step on a GPU: losses, metrics and the guards' flags stay on the
+  device until the loop logs, validates or saves, and a fused optimizer skips a flagged step on the
+  device (see :func:`checks_on_device`); on a CPU, where nothing is asynchronous, each step is checked
+  as it comes;
 * validation on fixed episodes, in eval mode, every ``eval_every`` steps and after the last step,
   and a metrics history (loss, lr, wall time, peak memory, validation scores) for plots;
 * atomic checkpoints every ``checkpoint_every`` steps and exact resume, so an interrupted run
@@ -163,8 +167,23 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+def checks_on_device(device: torch.device) -> bool:
+    """Whether the loop checks each step on the device and reads the answers once per logged step: on CUDA.
+
+    A GPU runs ahead of the host; reading a value (``loss.item()``, ``bool(t.isfinite().all())``) makes
+    the host wait until the GPU has caught up, and then the GPU waits for the host's next launches. So on
+    CUDA the optimizer is fused and given the step's "non-finite" flag as ``found_inf``: it skips a
+    non-finite step on the device itself (the mechanism torch's GradScaler uses), and the loop reads the
+    window's losses, metrics and flags in one transfer when it logs, validates or saves. On a CPU every
+    operation is synchronous, a check costs nothing, and the loop checks each step as it comes.
+    """
+    return device.type == "cuda"
+
+
+def make_optimizer(params, config: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``config.optimizer``; ``fused``: one kernel per step that can skip a flagged step."""
+    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay,
+                                        **({"fused": True} if fused else {}))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -230,25 +249,54 @@ def all_finite(tensors: Iterable[Tensor | None]) -> bool:
     return not checks or bool(torch.stack(checks).all())
 
 
-def check_loss(loss: Tensor, step: int, scaler: torch.amp.GradScaler | None = None) -> None:
-    """Stop when the loss is NaN or infinite, unless fp16 loss scaling may be the cause: with an active
-    ``scaler`` whose scale is above 1 an inner loop's scaled support loss may have overflowed, and the
-    scaler skips the step (its gradients are non-finite too) and halves its scale."""
-    if all_finite([loss.detach()]):
-        return
-    if scaler is None or not scaler.is_enabled() or scaler.get_scale() <= 1:
-        raise NonFiniteLossError(
-            f"the loss became {loss.item()} at step {step}: lower the learning rate, "
+def step_is_finite(loss: Tensor, model: nn.Module, loss_scale: Tensor | None) -> Tensor:
+    """A 0-d bool tensor on the loss's device (no host sync): whether the step may be taken.
+
+    Without loss scaling (``loss_scale`` None): the loss and every gradient are finite. With fp16 loss
+    scaling: the loss is finite or the scale is above 1 (an inner loop's scaled support loss may have
+    overflowed; the scaler then skips the step, whose gradients are non-finite too, and halves its scale).
+    """
+    loss_ok = loss.detach().isfinite().all()
+    if loss_scale is not None:
+        return loss_ok | (loss_scale > 1)
+    grads = [p.grad for p in model.parameters() if p.grad is not None and p.grad.is_floating_point()]
+    return torch.stack([loss_ok, *(g.isfinite().all() for g in grads)]).all()
+
+
+def non_finite_error(step: int, loss: float) -> NonFiniteError:
+    """The error that stops a run whose step ``step`` was not finite: the loss, or else a gradient."""
+    if not math.isfinite(loss):
+        return NonFiniteLossError(
+            f"the loss became {loss} at step {step}: lower the learning rate, "
             "set grad_clip, or check the inputs; checkpoints written so far are intact")
+    return NonFiniteError(
+        f"gradients became non-finite at step {step} although the loss was finite: look for an operation "
+        "whose derivative is infinite where it is evaluated (sqrt or log at 0, a division by 0) or lower "
+        "the learning rate; the step was not taken, and checkpoints written so far are intact")
 
 
-def check_gradients(model: nn.Module, step: int) -> None:
-    """Stop before the optimizer step when a gradient is NaN or infinite although the loss was finite."""
-    if not all_finite(p.grad for p in model.parameters()):
-        raise NonFiniteError(
-            f"gradients became non-finite at step {step} although the loss was finite: look for an operation "
-            "whose derivative is infinite where it is evaluated (sqrt or log at 0, a division by 0) or lower "
-            "the learning rate; the step was not taken, and checkpoints written so far are intact")
+def read_window(window: list[dict[str, Any]], device: torch.device) -> list[dict[str, float]]:
+    """The logging window with every tensor value read to a Python float, in ONE host transfer.
+
+    ``window`` holds one row per step (``{"loss": 0-d tensor, metric: tensor or float, ...}``; the
+    key ``"finite"``, where present, is the step's :func:`step_is_finite` flag, read as 1.0 or 0.0).
+    """
+    tensors = [v for row in window for v in row.values() if isinstance(v, Tensor)]
+    if not tensors:
+        return window
+    dtype = torch.float32 if device.type == "mps" else torch.float64   # float64: exact for every float32
+    values = iter(torch.stack([t.detach().to(device, dtype).reshape(()) for t in tensors]).cpu().tolist())
+    return [{k: next(values) if isinstance(v, Tensor) else float(v) for k, v in row.items()} for row in window]
+
+
+def check_window(window: list[dict[str, float]], last_step: int) -> list[dict[str, float]]:
+    """Raise :func:`non_finite_error` for the first step of ``window`` (rows up to ``last_step``) whose
+    ``finite`` flag is 0; return the rows without their flags."""
+    first = last_step - len(window) + 1
+    for step, row in enumerate(window, start=first):
+        if row.get("finite", 1.0) == 0.0:
+            raise non_finite_error(step, row["loss"])
+    return [{k: v for k, v in row.items() if k != "finite"} for row in window]
 
 
 def _split_output(output: Tensor | tuple[Tensor, dict[str, float]]) -> tuple[Tensor, dict[str, float]]:
@@ -267,7 +315,7 @@ def _validation_metrics(model: nn.Module, validate: Callable[[nn.Module], dict[s
 
 
 def train(model: nn.Module,
-          loss_fn: Callable[[nn.Module, Any], Tensor | tuple[Tensor, dict[str, float]]],
+          loss_fn: Callable[[nn.Module, Any], Tensor | tuple[Tensor, dict[str, Tensor | float]]],
           sample_batch: Callable[[torch.Generator], Any],
           config: TrainConfig,
           validate: Callable[[nn.Module], dict[str, float]] | None = None) -> History:
@@ -276,7 +324,8 @@ def train(model: nn.Module,
     Args:
         model: the learner's parameters as a module, already on its device (for Meta-SGD it
             holds the network and the learned inner learning rates).
-        loss_fn: ``loss_fn(model, batch)`` -> the loss to minimise, or ``(loss, metrics)``.
+        loss_fn: ``loss_fn(model, batch)`` -> the loss to minimise, or ``(loss, metrics)`` (0-d tensors, read
+            on the host only when the loop logs, or floats).
         sample_batch: ``sample_batch(generator)`` -> a batch (a tensor, a batch dataclass, a tuple or
             dict of them, or anything with ``.to(device)``: see ``runtime.to_device``);
             it must draw all its randomness from ``generator`` for exact resume.
@@ -299,7 +348,8 @@ def train(model: nn.Module,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes every step: let cuDNN pick its fastest kernels
     dtype = runtime.amp_dtype(device, config.amp)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    on_device_checks = checks_on_device(device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config, fused=on_device_checks)
     scheduler = make_scheduler(optimizer, config)
     scaler = runtime.grad_scaler(device, dtype)
     generator = runtime.seed_everything(config.seed)
@@ -354,13 +404,16 @@ def train(model: nn.Module,
             batch_loss = metrics.pop("loss")
         else:
             batch_loss = loss
-        check_loss(batch_loss, done, scaler)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if ranks.is_distributed:
             distributed.all_reduce_gradients(model.parameters(), share)
-        if not scaler.is_enabled():  # an fp16 scaler skips a step whose gradients overflowed, by design
-            check_gradients(model, done)
+        finite = step_is_finite(batch_loss, model, inner_scale)
+        if on_device_checks:
+            if not scaler.is_enabled():   # the fused optimizer skips the step on the device where it is not finite
+                optimizer.found_inf = (~finite).float()   # (an fp16 scaler hands it its own overflow flag)
+        elif not finite:                  # on a CPU: stop before the optimizer step
+            raise non_finite_error(done, batch_loss.item())
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -369,7 +422,8 @@ def train(model: nn.Module,
         with warnings.catch_warnings():   # torch warns when a scaler skipped the first step: harmless here
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             scheduler.step()
-        window.append({"loss": batch_loss.item(), **{k: float(v) for k, v in metrics.items()}})
+        window.append({"loss": batch_loss.detach(), **{k: v.detach() if isinstance(v, Tensor) else v for k, v in metrics.items()},
+                       **({"finite": finite} if on_device_checks else {})})
 
         elapsed = time.perf_counter() - started
         out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
@@ -378,6 +432,9 @@ def train(model: nn.Module,
         last = done == config.steps or out_of_time
         log_now = done % config.log_every == 0 or last
         validate_now = validate is not None and ((config.eval_every and done % config.eval_every == 0) or last)
+        save_now = bool(config.checkpoint_every) and (done % config.checkpoint_every == 0 or last)
+        if log_now or validate_now or save_now:   # the one host sync: read (and check) the steps so far
+            window = check_window(read_window(window, device), done)
         if log_now or validate_now:
             row = {"step": done}
             if log_now:
@@ -388,7 +445,7 @@ def train(model: nn.Module,
                 row.update(_validation_metrics(model, validate))
             history.rows.append(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k == "loss" or k.startswith("val_")})
-        if config.checkpoint_every and (done % config.checkpoint_every == 0 or last):
+        if save_now:
             checkpoint(done)
         if out_of_time:
             break

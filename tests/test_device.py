@@ -12,6 +12,7 @@ number of classes read from the labels all fail); a check that only the CPU is u
 on the host from one on the device; ``torch.set_default_device`` catches factories without a device but not
 an explicit ``device="cpu"`` default, the bug this test is for.
 """
+import importlib
 from functools import partial
 
 import pytest
@@ -25,6 +26,8 @@ from course_lib.evaluate import evaluate_episodes
 from course_lib.meta import maml, protonet
 from course_lib.models import ConvNet
 from course_lib.train import TrainConfig, train
+
+train_module = importlib.import_module("course_lib.train")   # the module: course_lib.train is also the function
 
 DEVICE = torch.device("meta")
 
@@ -47,7 +50,15 @@ class OnDevice(torch.Tensor):
 
 
 class StandInAccelerator(torch.utils._python_dispatch.TorchDispatchMode):
-    """Run every operation on the CPU values; refuse one that mixes the stand-in device with the host."""
+    """Run every operation on the CPU values; refuse one that mixes the stand-in device with the host.
+
+    ``host_reads`` counts the host syncs a GPU would make: a value read from the device (``.item()``,
+    ``bool(t)``, ``float(t)``) or a copy from the device to the host (``.cpu()``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.host_reads = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -64,6 +75,7 @@ class StandInAccelerator(torch.utils._python_dispatch.TorchDispatchMode):
         result = func(*tree_map(lambda t: t.elem if isinstance(t, OnDevice) else t, args),
                       **tree_map(lambda t: t.elem if isinstance(t, OnDevice) else t, kwargs))
         moved_to_host = kwargs.get("device") is not None and not to_device
+        self.host_reads += bool(on_device) and (moved_to_host or func is torch.ops.aten._local_scalar_dense.default)
         if (on_device or to_device) and not moved_to_host and func is not torch.ops.aten._local_scalar_dense.default:
             return tree_map(lambda t: OnDevice(t) if isinstance(t, torch.Tensor) else t, result)
         return result
@@ -109,6 +121,44 @@ def test_meta_training_and_evaluation_keep_every_tensor_on_the_model_device(meth
     assert history.last("step") == 3 and len(history.series("val_accuracy")[0]) == 2
     assert 0 <= result.mean <= 1 and result.values.device.type == "cpu"
     assert all(isinstance(p, OnDevice) for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ["maml", "protonet"])
+def test_on_a_gpu_the_loop_reads_the_device_once_per_logged_step(monkeypatch, method):
+    """With the checks on the device (as on CUDA: a fused optimizer skips a flagged step), 6 steps logged every
+    3 read the device twice: the losses, metrics and flags of a window in one transfer. Checked per step, the
+    NaN guard alone would read it at every step."""
+    monkeypatch.setattr(train_module, "checks_on_device", lambda device: True)
+    optimizer_module = importlib.import_module("torch.optim.optimizer")   # the fused kernels run on the CPU data
+    supported = optimizer_module._get_fused_kernels_supported_devices()
+    monkeypatch.setattr(optimizer_module, "_get_fused_kernels_supported_devices", lambda: [*supported, "meta"])
+    with StandInAccelerator() as accelerator:
+        dataset = omniglot_like_episodes().dataset.to(DEVICE)   # the images live on the device, as in the full profile
+        sampler = EpisodeSampler(dataset, 3, 1, 2)
+        accelerator.host_reads = 0
+        torch.manual_seed(0)
+        if method == "maml":
+            model = maml.MAML(ConvNet(hidden=4, n_blocks=2, n_classes=3, image_size=12), inner_lr=0.4).to(DEVICE)
+            loss_fn = maml.loss
+        else:
+            model = ConvNet(hidden=4, n_blocks=2, image_size=12).to(DEVICE)
+            loss_fn = partial(protonet.loss, n_way=3)   # not read from the labels at every step
+        history = train(model, loss_fn, lambda generator: sampler.sample_batch(2, generator),
+                        TrainConfig(steps=6, log_every=3, progress=False))
+    assert accelerator.host_reads == 2
+    assert [row["step"] for row in history.rows] == [3, 6] and all(0 <= row["accuracy"] <= 1 for row in history.rows)
+
+
+def test_a_dataset_on_the_device_gives_the_same_episodes_there():
+    sampler = omniglot_like_episodes()
+    host_episodes = fixed_episodes(sampler, 3, seed=1)
+    with StandInAccelerator():
+        dataset = sampler.dataset.to(DEVICE)
+        assert dataset.device == DEVICE and sampler.dataset.device.type == "cpu", "the host copy stays"
+        on_device = fixed_episodes(EpisodeSampler(dataset, 3, 1, 2), 3, seed=1)
+        assert all(isinstance(t, OnDevice) for e in on_device for t in (e.support_x, e.support_y, e.query_x, e.query_y))
+        for host, device in zip(host_episodes, on_device):
+            assert torch.equal(host.query_x, device.query_x.cpu()) and torch.equal(host.support_y, device.support_y.cpu())
 
 
 def test_evaluation_leaves_episodes_on_their_device_or_moves_them_where_it_is_told():

@@ -1,3 +1,4 @@
+import importlib
 import os
 import re
 import subprocess
@@ -14,6 +15,8 @@ from course_lib import runtime
 from course_lib.data.sources import CorruptFileError
 from course_lib.train import (CheckpointMismatchError, NonFiniteError, NonFiniteLossError, TrainConfig,
                               load_checkpoint, train)
+
+train_module = importlib.import_module("course_lib.train")   # the module: course_lib.train is also the function
 
 
 def regression_batch(generator):
@@ -191,6 +194,40 @@ def test_non_finite_gradients_stop_before_the_step_and_the_last_checkpoint_resum
     train(resumed, mse_loss, regression_batch, cfg)
     for a, b in zip(uninterrupted.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_on_a_gpu_a_non_finite_step_is_skipped_on_the_device_and_stops_the_run_when_it_logs(monkeypatch):
+    # On CUDA the checks stay on the device: the fused optimizer skips the flagged step 4 (Adam's step
+    # count shows it: steps 1-3 and 5 taken), and the run stops at its next logged step, naming step 4.
+    monkeypatch.setattr(train_module, "checks_on_device", lambda device: True)
+    model = Toy()
+    with pytest.raises(NonFiniteError, match="gradients became non-finite at step 4 .*the step was not taken"):
+        train(model, nan_gradient_at(4), regression_batch, config(steps=10, log_every=5))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    def exploding(model, batch):
+        return mse_loss(model, batch) * float("nan")
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 1"):
+        train(Toy(), exploding, regression_batch, config(steps=10, log_every=5))
+
+
+def test_on_a_gpu_the_skipped_step_leaves_optimizer_and_weights_as_before(monkeypatch):
+    monkeypatch.setattr(train_module, "checks_on_device", lambda device: True)
+    optimizers = []
+    real_make_optimizer = train_module.make_optimizer
+    monkeypatch.setattr(train_module, "make_optimizer",
+                        lambda *args, **kwargs: optimizers.append(real_make_optimizer(*args, **kwargs)) or optimizers[-1])
+    torch.manual_seed(0)
+    model = Toy()
+    with pytest.raises(NonFiniteError, match="at step 4"):
+        train(model, nan_gradient_at(4), regression_batch, config(steps=4, log_every=4))
+    assert optimizers[0].defaults["fused"] is True
+    assert {int(state["step"]) for state in optimizers[0].state.values()} == {3}, "step 4 was skipped"
+    torch.manual_seed(0)
+    three_steps = Toy()
+    train(three_steps, mse_loss, regression_batch, config(steps=3, log_every=4))
+    for a, b in zip(model.parameters(), three_steps.parameters()):
+        assert torch.equal(a, b), "the weights are those of the three good steps"
 
 
 def test_fp16_loss_scaling_skips_a_step_with_non_finite_gradients(monkeypatch):

@@ -5,6 +5,7 @@ set of examples; an episode picks classes and examples from it (see ``episodes``
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -64,7 +65,7 @@ class ClassDataset:
 
     def base_examples(self, base_class: int, example_indices: Tensor) -> Tensor:
         """The examples ``example_indices`` of one base class, unrotated: ``[len(example_indices), *example_shape]``."""
-        return self.data[base_class, example_indices]
+        return self.data[base_class, example_indices.to(self.data.device)]   # indices drawn on the host
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -78,6 +79,19 @@ class ClassDataset:
             return self.base_class_names[class_index]
         base, turns = divmod(class_index, self.ROTATIONS)
         return f"{self.base_class_names[base]} (rot {90 * turns})"
+
+    @property
+    def device(self) -> torch.device:
+        """Where the examples are (and so the episodes drawn from them)."""
+        return self.data.device
+
+    def to(self, device: torch.device | str) -> "ClassDataset":
+        """This dataset with its examples on ``device``: on a GPU, episodes are then gathered there, by index
+        tensors drawn on the host from the same generator (the same episodes as on the host), and no image
+        crosses the bus while training. The class tables stay on the host."""
+        moved = copy.copy(self)
+        moved.data = self.data.to(device)
+        return moved
 
     def examples(self, class_index: int, example_indices: Tensor) -> Tensor:
         """The examples ``example_indices`` of one class: ``[len(example_indices), *example_shape]``."""

@@ -53,7 +53,7 @@ class EpisodeSampler(TaskSampler[Episode]):
             examples = self.dataset.examples(c, picked[: self.k_shot + self.n_query])
             support.append(examples[: self.k_shot])
             query.append(examples[self.k_shot:])
-        labels = torch.arange(self.n_way)
+        labels = torch.arange(self.n_way, device=self.dataset.device)   # where the examples are
         return Episode(
             support_x=torch.cat(support),
             support_y=labels.repeat_interleave(self.k_shot),

@@ -20,6 +20,7 @@ unbalanced folder costs no padding; ``EpisodeSampler`` draws each class's exampl
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Sequence
@@ -90,7 +91,17 @@ class ImageFolderDataset(ClassDataset):
         if example_indices.numel() and (int(example_indices.min()) < 0 or int(example_indices.max()) >= size):
             raise IndexError(f"class {self.base_class_names[base_class]!r} has {size} images (indices 0 to "
                              f"{size - 1}); asked for {example_indices.tolist()}")
-        return self.images[self.starts[base_class] + example_indices].float() / 255
+        return self.images[(self.starts[base_class] + example_indices).to(self.images.device)].float() / 255
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> "ImageFolderDataset":
+        """This dataset with its images on ``device`` (see :meth:`ClassDataset.to`); sizes stay on the host."""
+        moved = copy.copy(self)
+        moved.images = self.images.to(device)
+        return moved
 
     def select_classes(self, base_classes: Sequence[int]) -> "ImageFolderDataset":
         """A dataset of the base classes ``base_classes`` only, in that order (a split by class)."""

@@ -111,14 +111,14 @@ def normalised_error(predictions: Tensor, y: Tensor, dim: int) -> Tensor:
     return (predictions.float() - y.float()).pow(2).mean(dim=0) / dim
 
 
-def regression_loss(model: InContextRegressor, batch: RegressionBatch) -> tuple[Tensor, dict[str, float]]:
+def regression_loss(model: InContextRegressor, batch: RegressionBatch) -> tuple[Tensor, dict[str, Tensor]]:
     """Mean squared error over every position (every prefix length) and the normalised error at the last.
 
     Use it as ``train(model, regression_loss, partial(tasks.sample_batch, batch_size), config)``.
     """
     predictions = model(batch.x, batch.y).float()
     loss = F.mse_loss(predictions, batch.y)
-    last = normalised_error(predictions.detach(), batch.y, batch.x.shape[-1])[-1].item()
+    last = normalised_error(predictions.detach(), batch.y, batch.x.shape[-1])[-1]
     return loss, {"normalised_error_last": last}
 
 
@@ -237,7 +237,7 @@ def relabel(batch: Episode, n_way: int, generator: torch.Generator | None = None
 
 
 def classification_loss(model: InContextClassifier, batch: Episode,
-                        relabel_episodes: bool = True) -> tuple[Tensor, dict[str, float]]:
+                        relabel_episodes: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
     """Mean query cross-entropy over a meta-batch of episodes of vectors, and the query accuracy.
 
     ``batch``: an :class:`Episode` with ``support_x: [B, S, D]``, ``support_y: [B, S]``, ``query_x:
@@ -251,7 +251,7 @@ def classification_loss(model: InContextClassifier, batch: Episode,
         batch = relabel(batch, model.n_way)
     logits = model(batch.support_x, batch.support_y, batch.query_x).float()
     loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-    accuracy = (logits.argmax(dim=-1) == batch.query_y).float().mean().item()
+    accuracy = (logits.argmax(dim=-1) == batch.query_y).float().mean()
     return loss, {"accuracy": accuracy}
 
 

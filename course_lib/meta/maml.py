@@ -132,7 +132,7 @@ class MAML(nn.Module):
         logits = functional_call(self.net, fast_weights, (query_x,))
         return self.task_loss(logits, query_y), logits
 
-    def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
         """``L_meta``: the mean query loss after adaptation over a meta-batch ``[B, ...]``."""
         if self.first_order and not self.meta_sgd and not self.batched:
             return self._first_order_meta_loss(batch)
@@ -144,7 +144,7 @@ class MAML(nn.Module):
                               zip(*(self._query_loss_of_task(*task) for task in zip(*tasks))))
         return losses.mean(), self.metrics(logits, batch.query_y)
 
-    def _first_order_meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+    def _first_order_meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
         """First-order MAML, one task's graph at a time.
 
         First order treats ``d theta' / d theta`` as the identity, so the meta-gradient is the mean
@@ -172,9 +172,9 @@ class MAML(nn.Module):
         loss = torch.stack(losses).mean() + surrogate - surrogate.detach()
         return loss, self.metrics(torch.stack(logits), batch.query_y)
 
-    def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
         if self.task_loss is F.cross_entropy:
-            return {"accuracy": (logits.argmax(-1) == targets).float().mean().item()}
+            return {"accuracy": (logits.argmax(-1) == targets).float().mean()}
         return {}
 
     def predict(self, episode: Episode) -> Tensor:
@@ -189,7 +189,7 @@ class MAML(nn.Module):
                 return functional_call(self.net, fast_weights, (episode.query_x,))
 
 
-def loss(maml: MAML, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+def loss(maml: MAML, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loop's ``loss_fn``: :meth:`MAML.meta_loss`."""
     return maml.meta_loss(batch)
 

@@ -99,7 +99,7 @@ class PromptBatchSampler(TaskSampler[PromptBatch]):
         return PromptBatch(*pack_pairs([self._pair(generator) for _ in range(n)]))
 
 
-def loss(model: nn.Module, batch: PromptBatch) -> tuple[Tensor, dict[str, float]]:
+def loss(model: nn.Module, batch: PromptBatch) -> tuple[Tensor, dict[str, Tensor]]:
     """MetaICL's loss: minus the log-likelihood of the query's label tokens, per label token.
 
     Only ``batch.label_mask``'s tokens are targets; the demonstrations and the query are context.

@@ -96,12 +96,14 @@ def linear_head(protos: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def episode_logits(model: nn.Module, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                   distance: str = "euclidean", scale: float = COSINE_SCALE) -> Tensor:
+                   distance: str = "euclidean", scale: float = COSINE_SCALE, n_way: int | None = None) -> Tensor:
     """Query logits ``[B, N*Q, N]`` for a meta-batch of ``B`` episodes.
 
     Args:
         model: the embedding network, ``[n, C, H, W]`` -> ``[n, D]``.
         support_x: ``[B, N*K, C, H, W]``, support_y: ``[B, N*K]``, query_x: ``[B, N*Q, C, H, W]``.
+        n_way: ``N``; None reads it from the labels (``max + 1``), which on a GPU is a host sync: the
+            training loss takes it from its caller to avoid that.
 
     All ``B * (N*K + N*Q)`` images go through the network in ONE forward pass. With the course's
     batch norm (batch statistics, never running ones) the support and query images of the batch
@@ -109,7 +111,7 @@ def episode_logits(model: nn.Module, support_x: Tensor, support_y: Tensor, query
     other images of its episode.
     """
     n_tasks, n_support = support_y.shape
-    n_way = int(support_y.max()) + 1
+    n_way = n_way or int(support_y.max()) + 1
     images = torch.cat([support_x, query_x], dim=1).flatten(0, 1)    # [B*(N*K + N*Q), C, H, W]
     embeddings = model(images).float().unflatten(0, (n_tasks, -1))   # [B, N*K + N*Q, D], float32 under AMP too
     protos = prototypes(embeddings[:, :n_support], support_y, n_way)  # [B, N, D]
@@ -117,16 +119,17 @@ def episode_logits(model: nn.Module, support_x: Tensor, support_y: Tensor, query
 
 
 def loss(model: nn.Module, batch: Episode, distance: str = "euclidean",
-         scale: float = COSINE_SCALE) -> tuple[Tensor, dict[str, float]]:
+         scale: float = COSINE_SCALE, n_way: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss: mean query cross-entropy over a meta-batch, and the query accuracy.
 
     ``batch`` is an :class:`Episode` with a leading task dimension (``support_x: [B, N*K, C, H, W]``).
     Use it as ``train(model, protonet.loss, ...)``; for the cosine variant pass
-    ``functools.partial(protonet.loss, distance="cosine")``.
+    ``functools.partial(protonet.loss, distance="cosine")``; on a GPU pass ``n_way`` too
+    (``partial(protonet.loss, n_way=60)``), so that no step waits to read it from the labels.
     """
-    logits = episode_logits(model, batch.support_x, batch.support_y, batch.query_x, distance, scale)
+    logits = episode_logits(model, batch.support_x, batch.support_y, batch.query_x, distance, scale, n_way)
     query_loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-    accuracy = (logits.argmax(dim=-1) == batch.query_y).float().mean().item()
+    accuracy = (logits.argmax(dim=-1) == batch.query_y).float().mean()
     return query_loss, {"accuracy": accuracy}
 
 

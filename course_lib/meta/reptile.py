@@ -153,7 +153,7 @@ class Reptile(nn.Module):
         adapted = {name: torch.stack([phi[name] for phi, _ in per_task]) for name in per_task[0][0]}
         return adapted, torch.stack([loss for _, loss in per_task])
 
-    def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
         """The surrogate ``1/2 sum_p ||theta_p - mean_tau phi_tau,p||^2`` of a meta-batch ``[B, ...]``.
 
         Its gradient is the pseudo-gradient ``theta - mean_tau phi_tau``. The metric ``inner_loss`` is
@@ -162,7 +162,7 @@ class Reptile(nn.Module):
         adapted, inner_losses = self.adapt_batch(batch.support_x, batch.support_y)
         surrogate = sum(0.5 * (theta - adapted[name].mean(dim=0)).pow(2).sum()
                         for name, theta in self.net.named_parameters())
-        return surrogate, {"inner_loss": inner_losses.mean().item()}
+        return surrogate, {"inner_loss": inner_losses.mean()}
 
     def predict(self, episode: Episode) -> Tensor:
         """Query predictions ``[N*Q, ...]`` of one episode after the evaluation inner loop.
@@ -191,7 +191,7 @@ class Reptile(nn.Module):
                             for query in query_x])
 
 
-def loss(reptile: Reptile, batch: Episode) -> tuple[Tensor, dict[str, float]]:
+def loss(reptile: Reptile, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loop's ``loss_fn``: :meth:`Reptile.meta_loss` (train with ``optimizer="sgd"``)."""
     return reptile.meta_loss(batch)
 

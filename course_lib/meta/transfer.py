@@ -112,7 +112,7 @@ def pretraining_model(num_classes: int, cosine: bool = False, **convnet_kwargs) 
     return model
 
 
-def classification_loss(model: nn.Module, batch: LabelledBatch) -> tuple[Tensor, dict[str, float]]:
+def classification_loss(model: nn.Module, batch: LabelledBatch) -> tuple[Tensor, dict[str, Tensor]]:
     """The pretraining objective: the mean cross-entropy of ``model(x): [B, num_classes]`` against ``y``."""
     logits = model(batch.x)
     return F.cross_entropy(logits, batch.y), {"accuracy": accuracy(logits.detach(), batch.y)}
