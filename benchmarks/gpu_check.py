@@ -67,8 +67,8 @@ def random_omniglot(n_classes: int = 100) -> ClassDataset:
 def meta_steps(dry_run: bool) -> list[MetaStep]:
     """The notebooks' full-profile configurations; ``dry_run`` shrinks the meta-batch, ways and inner steps."""
     omniglot = random_omniglot()
-    maml_tasks, sine_tasks, reptile_tasks = (2, 2, 2) if dry_run else (32, 25, 3)
-    reptile_steps, proto_way = (2, 10) if dry_run else (12, 60)
+    maml_tasks, sine_tasks, reptile_tasks = (2, 2, 2) if dry_run else (32, 25, 5)
+    reptile_steps, proto_way = (2, 10) if dry_run else (5, 60)
 
     def maml_omniglot(first_order: bool, batched: bool):
         def build():
@@ -84,8 +84,8 @@ def meta_steps(dry_run: bool) -> list[MetaStep]:
         return learner, maml_module.loss, lambda g: sinusoids.sample_batch(sine_tasks, g), TrainConfig(steps=1)
 
     def reptile_omniglot():
-        learner = Reptile(ConvNet(n_classes=5), inner_lr=4.4e-4, inner_steps=reptile_steps, inner_batch_size=5)
-        sampler = EpisodeSampler(omniglot, 5, 12, n_query=1)
+        learner = Reptile(ConvNet(n_classes=5), inner_lr=1e-3, inner_steps=reptile_steps, inner_batch_size=10)
+        sampler = EpisodeSampler(omniglot, 5, 10, n_query=1)
         return (learner, reptile_module.loss, lambda g: sampler.sample_batch(reptile_tasks, g),
                 TrainConfig(steps=1, optimizer="sgd", lr=1.0))
 
@@ -100,7 +100,7 @@ def meta_steps(dry_run: bool) -> list[MetaStep]:
         MetaStep("03", f"MAML Omniglot 5-way 1-shot, second order, vmap, meta-batch {maml_tasks}",
                  maml_omniglot(False, True)),
         MetaStep("03", f"first-order MAML Omniglot 5-way 1-shot, meta-batch {maml_tasks}", maml_omniglot(True, False)),
-        MetaStep("04", f"Reptile Omniglot 5-way 12-shot, {reptile_steps} Adam steps, meta-batch {reptile_tasks}",
+        MetaStep("04", f"Reptile Omniglot 5-way 10-shot, {reptile_steps} Adam steps, meta-batch {reptile_tasks}",
                  reptile_omniglot),
         MetaStep("05", f"ProtoNet Omniglot {proto_way}-way 1-shot, 5 queries", protonet_omniglot),
     ]

@@ -1,4 +1,4 @@
-"""The networks of the MAML and ProtoNet papers.
+"""The networks of the MAML and ProtoNet papers (the conv net with ProtoNet's max-pooling).
 
 Introduced in 01_few_shot_problem (conv net) and 03_maml (MLP). Both are plain modules whose
 parameters can be swapped for others with ``torch.func.functional_call``: that is how MAML
@@ -34,8 +34,10 @@ def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = 
     """3x3 conv (padding 1) -> batch norm -> ReLU -> 2x2 max-pool: halves height and width.
 
     Batch norm keeps no running statistics (``track_running_stats=False``): it normalises with
-    the statistics of the batch at hand in training *and* at test time, as in the MAML paper,
+    the statistics of the batch at hand in training *and* at test time, as MAML's code does,
     so a task's support set is normalised by itself and no buffers change during adaptation.
+    Predicting a whole query set in one batch is then transductive (each query's prediction
+    depends on the others); ProtoNet's code instead evaluates with running statistics.
     """
     norm = (ExplicitBatchNorm2d(out_channels) if explicit_batch_norm
             else nn.BatchNorm2d(out_channels, track_running_stats=False))
@@ -48,7 +50,11 @@ def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = 
 
 
 class ConvNet(nn.Module):
-    """The 4-block conv net of MAML (Finn et al. 2017) and ProtoNet (Snell et al. 2017).
+    """The 4-block conv net of Vinyals et al. 2016 and ProtoNet (Snell et al. 2017), used by every method.
+
+    Each block: 3x3 conv, batch norm, ReLU, 2x2 max-pool. MAML (Finn et al. 2017) uses the same
+    blocks (32 filters) for Mini-ImageNet, but for Omniglot strided convolutions instead of max-pooling
+    (cbfinn/maml, ``--max_pool=False``), as does Reptile's official Omniglot model.
 
     Input ``[B, in_channels, 28, 28]``; four blocks map 28 -> 14 -> 7 -> 3 -> 1 pixels, so the
     embedding has ``hidden`` features. With ``n_classes`` a linear head gives logits

@@ -19,7 +19,10 @@ Where the data comes from (``source="auto"`` tries these in order):
    printed sentence. ``source="real"``, or a set COURSE_DATA, raises ``DataNotFoundError`` instead;
    ``source="standin"`` uses the stand-in directly.
 
-Splits are by alphabet, so meta-test characters come from alphabets never seen in meta-training:
+Splits are by alphabet, so meta-test characters come from alphabets never seen in meta-training
+(the papers split otherwise: MAML and Reptile's code train on 1,200 characters drawn at random,
+irrespective of alphabet; ProtoNet uses the split of Vinyals et al., 1,200 characters for training
+and validation):
 
 ==========  =====================================================  ==========  ==========
 split       full set (50 alphabets)                                alphabets   characters

@@ -181,7 +181,8 @@ class MAML(nn.Module):
         """Query predictions of one episode after the evaluation inner loop (no outer graph).
 
         The episode moves to the network's device first. Adapting and scoring run in eval mode (dropout
-        off); every submodule's mode is restored after.
+        off); every submodule's mode is restored after. All queries are scored in one batch, so with
+        the conv net's batch norm (batch statistics) the prediction is transductive, as in MAML's code.
         """
         with predicting(self, episode) as episode:
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)

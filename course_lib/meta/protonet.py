@@ -107,8 +107,10 @@ def episode_logits(model: nn.Module, support_x: Tensor, support_y: Tensor, query
 
     All ``B * (N*K + N*Q)`` images go through the network in ONE forward pass. With the course's
     batch norm (batch statistics, never running ones) the support and query images of the batch
-    are normalised together, as in the paper's code: a query's embedding depends a little on the
-    other images of its episode.
+    are normalised together: a query's embedding depends a little on the other images of its
+    episode, so :func:`predict` is transductive. The paper's code does the same in training but
+    evaluates in ``model.eval()`` with running statistics (jakesnell/prototypical-networks), one
+    image independent of the others.
     """
     n_tasks, n_support = support_y.shape
     n_way = n_way or int(support_y.max()) + 1
@@ -141,7 +143,7 @@ def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
 
     The episode moves to the model's device first (a model without weights, e.g. ``nn.Identity()`` on
     precomputed embeddings, takes it where it is). In eval mode (dropout off; the conv net's batch norm
-    still uses the batch's statistics), modes restored after.
+    still uses the batch's statistics, so the prediction is transductive), modes restored after.
     """
     with predicting(model, episode) as episode:
         return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],

@@ -34,12 +34,14 @@ batch lets the queries inform each other (transduction). As in the official code
 instead classified in a batch made of the support set plus that one query. Nichol et al. report
 95.4% (non-transductive) and 97.7% (transductive) on Omniglot 5-way 1-shot.
 
-Example::
+Example, the official 5-way 1-shot Omniglot command (``--inner-batch 10 --inner-iters 5 --meta-batch 5
+--meta-iters 100000 --eval-iters 50 --learning-rate 0.001 --train-shots 10``, meta step 1 -> 0)::
 
-    reptile = Reptile(ConvNet(n_classes=5), inner_lr=4.4e-4, inner_steps=12, inner_batch_size=5,
-                      eval_inner_steps=86)
-    sample = lambda g: EpisodeSampler(train_classes, 5, 12, 1).sample_batch(3, g)
-    history = train(reptile, loss, sample, TrainConfig(steps=200_000, optimizer="sgd", lr=1.0))
+    reptile = Reptile(ConvNet(n_classes=5), inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
+                      eval_inner_steps=50)
+    sample = lambda g: EpisodeSampler(train_classes, 5, 10, 1).sample_batch(5, g)
+    config = TrainConfig(steps=100_000, optimizer="sgd", lr=1.0, lr_linear_decay=True)
+    history = train(reptile, loss, sample, config)
     result = evaluate_episodes(lambda e: predict(reptile, e), test_episodes)
 """
 from __future__ import annotations

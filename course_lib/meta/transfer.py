@@ -12,12 +12,15 @@ Derived in 02_transfer_learning. Two stages, and neither optimises over tasks:
    set is predicted with it:
 
    * :func:`linear_probe`: logistic regression on frozen, L2-normalised features (Tian et al. 2020);
-   * :func:`fine_tune_head`: a new linear head trained by SGD on frozen features (the "Baseline"
-     of Chen et al. 2019), the same recipe as
+   * :func:`fine_tune_head`: a new linear head trained by SGD on frozen features (the idea of the
+     "Baseline" of Chen et al. 2019, not their recipe: theirs trains a freshly initialised layer
+     for 100 epochs of mini-batches of 4, SGD lr 0.01, momentum 0.9, dampening 0.9, weight decay
+     0.001), the same recipe as
    * :func:`fine_tune`: a copy of the whole network trained by SGD with a new head.
 
    ``linear_probe_predict``, ``fine_tune_head_predict`` and ``fine_tune_predict`` wrap them as
-   ``predict(model, episode) -> query logits [N*Q, N]`` for ``evaluate_episodes``.
+   ``predict(model, episode) -> query logits [N*Q, N]`` for ``evaluate_episodes``. With a network
+   from :func:`freeze_batch_norm` none of them is transductive.
 
 **Batch norm.** The course's conv net normalises with the statistics of the batch at hand, also at
 test time. A pretrained network is used here the usual transfer-learning way instead:
