@@ -127,6 +127,14 @@ def rehearsal_cap(count: int, few: int) -> int:
     return min(count, few) if rehearsing() else count
 
 
+def checkpoint_path(name: str) -> Path:
+    """Where a long run keeps its checkpoint ``name``: ``$COURSE_CHECKPOINTS/name``, else the course's own
+    ``checkpoints/`` folder (ignored by git). On Colab the setup cell can point ``COURSE_CHECKPOINTS`` at
+    Google Drive, so a run survives a recycled VM."""
+    folder = os.environ.get("COURSE_CHECKPOINTS")
+    return (Path(folder).expanduser() if folder else Path(__file__).resolve().parents[1] / "checkpoints") / name
+
+
 def get_profile(name: str | None = None) -> Profile:
     """The profile ``name``, else ``$COURSE_PROFILE``, else ``quick``; an unknown name is an error.
 
