@@ -1,6 +1,6 @@
 """Command line of the course.
 
-    python -m course_lib run [--profile quick|full] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
+    python -m course_lib run [--profile quick|full] [--rehearse] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
     python -m course_lib exercises [--check]
     python -m course_lib grade SUBMISSIONS... [--out DIR] [--resume] [-j N] [--timeout SECONDS] [--budget SECONDS]
                                [--memory-gb GB] [--sandbox process|namespace] [--hidden DIR] [--solutions DIR]
@@ -86,6 +86,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run = commands.add_parser("run", help="execute the lecture notebooks in order and write a report")
     run.add_argument("--profile", choices=PROFILES, default=None,
                      help="quick (default; CPU, offline) or full (GPU, paper scale)")
+    run.add_argument("--rehearse", action="store_true",
+                     help="rehearse the full profile: its code path and shapes on the CPU, a few steps of each "
+                          "training run and a few evaluation episodes, no floors asserted (what CI runs)")
     run.add_argument("--notebooks", nargs="+", metavar="NN", help="only notebooks whose names start with these")
     run.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<profile>/)")
     run.add_argument("--timeout", type=seconds, default=1800, help="seconds allowed per cell (at least 1)")
@@ -143,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, train_parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run_course(args.profile, args.notebooks, args.out, args.timeout)
+        if args.rehearse and args.profile == "quick":
+            parser.error("--rehearse rehearses the full profile: leave out --profile quick")
+        return run_course(args.profile, args.notebooks, args.out, args.timeout, rehearse=args.rehearse)
     if args.command == "exercises":
         from .course.exercises import generate_exercises, stale_exercises
         if args.check:

@@ -82,9 +82,12 @@ class Profile:
     A profile changes sizes and step counts, never the algorithm::
 
         steps = profile.pick(quick=300, full=60_000)
+
+    ``rehearse``: a rehearsal of the full profile (see :func:`rehearsing`): ``pick`` still answers ``full``.
     """
 
     name: str
+    rehearse: bool = False
 
     def pick(self, *, quick: T, full: T) -> T:
         return quick if self.name == "quick" else full
@@ -92,6 +95,36 @@ class Profile:
     @property
     def is_quick(self) -> bool:
         return self.name == "quick"
+
+
+# A rehearsal (``python -m course_lib run --rehearse``) runs the full profile's code path with its shapes, on
+# the CPU, but every training run stops after REHEARSAL_STEPS steps, every evaluation set holds its first
+# REHEARSAL_EPISODES episodes, and a timing repeats its step once: a broken full path fails in CI rather than an
+# hour into a Colab session.
+REHEARSAL_STEPS = 2
+REHEARSAL_EPISODES = 3
+REHEARSAL_REPEATS = 1
+
+
+def rehearsing() -> bool:
+    """Whether this process rehearses the full profile: ``$COURSE_REHEARSE`` is ``1`` (the runner's
+    ``--rehearse`` sets it for each notebook's kernel); unset or ``0``: no.
+
+    The one switch read by the training loop (stop after ``REHEARSAL_STEPS``), ``fixed_episodes`` (the first
+    ``REHEARSAL_EPISODES``), the cost timings (``REHEARSAL_REPEATS``), the report's floors (not asserted after
+    a few steps) and the hub loader (the quick profile's offline model when a hub model cannot be loaded),
+    all through :func:`rehearsal_cap` where a count is cut.
+    """
+    value = os.environ.get("COURSE_REHEARSE", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"COURSE_REHEARSE={value!r}: set it to 1 to rehearse the full profile, or 0 (or unset it)")
+    return value == "1"
+
+
+def rehearsal_cap(count: int, few: int) -> int:
+    """``count``, or under a rehearsal (:func:`rehearsing`) at most ``few`` of them: the one rule by which a
+    rehearsal cuts steps, episodes and repeats."""
+    return min(count, few) if rehearsing() else count
 
 
 def checkpoint_path(name: str) -> Path:
@@ -103,11 +136,19 @@ def checkpoint_path(name: str) -> Path:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The profile ``name``, else ``$COURSE_PROFILE``, else ``quick``; an unknown name is an error."""
-    name = name or os.environ.get("COURSE_PROFILE") or "quick"
+    """The profile ``name``, else ``$COURSE_PROFILE``, else ``quick``; an unknown name is an error.
+
+    Under a rehearsal (:func:`rehearsing`) the profile is ``full`` with ``rehearse=True``; a rehearsal of the
+    quick profile is an error (the quick profile is what CI runs anyway).
+    """
+    rehearse = rehearsing()
+    name = name or os.environ.get("COURSE_PROFILE") or ("full" if rehearse else "quick")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    return Profile(name)
+    if rehearse and name != "full":
+        raise ValueError(f"COURSE_REHEARSE=1 rehearses the full profile, not {name!r}: "
+                         "set COURSE_PROFILE=full, or unset COURSE_REHEARSE")
+    return Profile(name, rehearse)
 
 
 # The first CUDA compute capability with native bf16 arithmetic: Ampere (A100 8.0, RTX 30xx 8.6, L4 8.9),
@@ -223,4 +264,6 @@ def module_device(module: nn.Module) -> torch.device | None:
 def describe(device: torch.device, profile: Profile) -> str:
     """One line for a notebook's setup cell."""
     extra = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    return f"device: {device.type}{extra} | profile: {profile.name} | torch {torch.__version__}"
+    rehearsal = (f" (rehearsal: {REHEARSAL_STEPS} steps per training run, {REHEARSAL_EPISODES} episodes per "
+                 "evaluation; numbers mean nothing)") if profile.rehearse else ""
+    return f"device: {device.type}{extra} | profile: {profile.name}{rehearsal} | torch {torch.__version__}"

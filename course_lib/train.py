@@ -23,6 +23,8 @@ Reptile a surrogate whose gradient is the pseudo-gradient). The loop does the re
   and a metrics history (loss, lr, wall time, peak memory, validation scores) for plots;
 * atomic checkpoints every ``checkpoint_every`` steps and exact resume, so an interrupted run
   (a Colab disconnect) continues as if it had never stopped;
+* under a rehearsal of the full profile (``runtime.rehearsing()``), a stop after ``runtime.REHEARSAL_STEPS``
+  steps of the call, as ``max_seconds`` stops: the last row (validation, checkpoint) records it;
 * under torchrun (``torch.distributed``), the tasks of each meta-batch split across the processes, the
   meta-gradients, loss and metrics averaged over them, and rank 0 alone writing checkpoints and showing
   progress: a step of ``N`` processes is the single-process step (see :mod:`course_lib.distributed`).
@@ -390,7 +392,8 @@ def train(model: nn.Module,
 
     model.train()
     started = time.perf_counter() - elapsed
-    bar = progress_bar(range(start, config.steps), desc=config.desc, initial=start,
+    stop = start + runtime.rehearsal_cap(config.steps - start, runtime.REHEARSAL_STEPS)   # a rehearsal: a few
+    bar = progress_bar(range(start, stop), desc=config.desc, initial=start,
                        total=config.steps, disable=not config.progress or not ranks.is_main)
     for step in bar:
         done = step + 1
@@ -429,7 +432,7 @@ def train(model: nn.Module,
         out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
         if config.max_seconds is not None and ranks.is_distributed:   # rank 0's clock decides for all
             out_of_time = distributed.main_decides(out_of_time, device)
-        last = done == config.steps or out_of_time
+        last = done == stop or out_of_time
         log_now = done % config.log_every == 0 or last
         validate_now = validate is not None and ((config.eval_every and done % config.eval_every == 0) or last)
         save_now = bool(config.checkpoint_every) and (done % config.checkpoint_every == 0 or last)

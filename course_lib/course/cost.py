@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from .. import runtime
+
 
 def peak_saved_megabytes(compute: Callable[[], object]) -> float:
     """Peak megabytes of distinct tensor storage that autograd holds for backward passes while
@@ -42,11 +44,12 @@ def peak_saved_megabytes(compute: Callable[[], object]) -> float:
 
 
 def median_seconds(step: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``step()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
+    """Median wall-clock seconds of ``step()`` over ``repeats`` calls after ``warmup`` calls (a rehearsal of the
+    full profile times one call, without warmup: ``runtime.REHEARSAL_REPEATS``)."""
+    for _ in range(runtime.rehearsal_cap(warmup, 0)):
         step()
     times = []
-    for _ in range(repeats):
+    for _ in range(runtime.rehearsal_cap(repeats, runtime.REHEARSAL_REPEATS)):
         started = time.perf_counter()
         step()
         times.append(time.perf_counter() - started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from .. import runtime
 from ..evaluate import EvalResult
 
 
@@ -42,8 +43,24 @@ def assert_floor(name: str, result: EvalResult, *, real: float, standin: float, 
 
     Floors are measured separately on the real data that CI reads (``real``) and on the offline
     stand-in (``standin``), as fractions; ``real_data`` is the evaluation dataset's ``real`` flag.
+    Asserted through :func:`assert_result`, so not in a rehearsal.
     """
     floor, kind = (real, "real data") if real_data else (standin, "the offline stand-in")
-    verdict = "holds" if result.mean >= floor else "FAILS"
-    print(f"floor for {name} on {kind}: {100 * floor:.0f}%; measured {result}: {verdict}")
-    assert result.mean >= floor, f"{name}: {100 * result.mean:.1f}% is below its floor of {100 * floor:.0f}% on {kind}"
+    holds = result.mean >= floor
+    print(f"floor for {name} on {kind}: {100 * floor:.0f}%; measured {result}: {'holds' if holds else 'FAILS'}")
+    assert_result(holds, f"{name}: {100 * result.mean:.1f}% is below its floor of {100 * floor:.0f}% on {kind}")
+
+
+def assert_result(holds: bool, message: str) -> None:
+    """Assert what a notebook's training must achieve (``holds``; ``message`` says what failed), e.g.
+    ``assert_result(error < 0.35, "the transformer should learn from its context")``.
+
+    A rehearsal of the full profile (``runtime.rehearsing()``) trains a few steps only, so there nothing
+    learned can be asserted: it prints that the check was skipped. Checks of what holds whatever the training
+    (shapes, identities) stay plain ``assert`` statements.
+    """
+    if runtime.rehearsing():
+        if not holds:
+            print(f"not asserted in a rehearsal (a few training steps): {message}")
+        return
+    assert holds, message

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from .. import runtime
 from .base import ClassDataset
 from .batches import Episode
 from .samplers import TaskSampler
@@ -83,7 +84,8 @@ class MixtureSampler(TaskSampler[Episode]):
 def fixed_episodes(sampler: TaskSampler[Episode], num_episodes: int, seed: int = 0) -> list[Episode]:
     """The same ``num_episodes`` tasks every time for a given seed: the evaluation set.
 
-    Every method is scored on one such list, so their numbers are comparable.
+    Every method is scored on one such list, so their numbers are comparable. A rehearsal of the full profile
+    (``runtime.rehearsing()``) draws only the first ``runtime.REHEARSAL_EPISODES`` of them.
     """
     generator = torch.Generator().manual_seed(seed)
-    return [sampler.sample(generator) for _ in range(num_episodes)]
+    return [sampler.sample(generator) for _ in range(runtime.rehearsal_cap(num_episodes, runtime.REHEARSAL_EPISODES))]
