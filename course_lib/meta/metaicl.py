@@ -22,7 +22,7 @@ Example (``dataset`` an :class:`~course_lib.data.clinc.IntentDataset`)::
     evaluate_episodes(partial(predict, model, tokenizer, test), test_episodes)
 
 With a pretrained LM, train LoRA adapters on the attention instead of all weights
-(``with_lora(model, target_modules=GPT2_ATTENTION)``), as the full profile does.
+(``with_lora(model, target_modules=LLAMA_ATTENTION)`` for SmolLM2, ``GPT2_ATTENTION`` for GPT-2).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from ..evaluate import eval_mode
 from ..text.prompting import build_prompt, label_log_likelihood, label_scores, pack_pairs
 
 GPT2_ATTENTION = ("c_attn",)  # GPT-2's fused query-key-value projection: where LoRA goes
+LLAMA_ATTENTION = ("q_proj", "v_proj")  # Llama's (and SmolLM2's) query and value projections, as in the LoRA paper
 
 
 def episode_prompts(dataset: IntentDataset, episode: Episode, names: list[str] | None = None,

@@ -19,15 +19,20 @@ the ``[Q, N]`` "logits" that the course's evaluation protocol reads. MetaICL (Mi
 arXiv:2110.15943) meta-trains the model on such prompts; this module only builds and scores them.
 
 Prompt and label are tokenised separately and their ids concatenated, so a label's tokens are the
-same whatever prompt precedes it.
+same whatever prompt precedes it. :func:`label_scores` runs each prompt through the model once and
+scores all ``N`` labels against its key/value cache, computing the output layer only where a label
+token is predicted: memory for ``N x C x V`` logits (``C`` the longest label's tokens, ``V`` the
+vocabulary), whatever the number and the length of the prompts.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from transformers import DynamicCache
 
 TEMPLATE = "utterance: {text}\nintent:"
 
@@ -72,20 +77,60 @@ def label_log_likelihood(logits: Tensor, input_ids: Tensor, label_mask: Tensor) 
     return (token_log_probs * label_positions).sum(-1), label_positions.sum(-1)
 
 
+def cache_argument(model: nn.Module) -> str:
+    """The name under which ``model``'s forward pass takes a key/value cache: ``"cache"`` in the
+    ``transformers`` versions that renamed it, else ``"past_key_values"`` (a ``peft`` model passes it on)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def label_scores(model: nn.Module, tokenizer, prompts: Sequence[str], label_names: Sequence[str],
                  length_normalise: bool = True) -> Tensor:
     """``[len(prompts), len(label_names)]``: the log-likelihood of each label name after each prompt.
 
-    ``model`` is a causal LM (``model(input_ids, attention_mask).logits``: ``[B, T, V]``). All
-    prompt-label pairs go through the model in one right-padded batch (:func:`pack_pairs`); the score
-    of a pair sums ``log softmax(logits)`` at the label's positions (:func:`label_log_likelihood`).
+    ``model`` is a ``transformers`` causal LM (or a ``peft`` model around one): it is called with a
+    key/value cache (:func:`cache_argument`), ``position_ids`` and ``logits_to_keep``. Each prompt is scored against all
+    ``N`` labels by :func:`prompt_label_log_likelihoods`, one prompt at a time; the scores equal those
+    of a full forward pass of each prompt-label pair (``tests/test_prompting.py`` checks it).
     """
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    device = next(model.parameters()).device
     label_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in label_names]
-    input_ids, attention_mask, label_mask = pack_pairs([(p, c) for p in prompt_ids for c in label_ids],
-                                                       next(model.parameters()).device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    scores, n_tokens = label_log_likelihood(logits, input_ids, label_mask)
-    if length_normalise:
-        scores = scores / n_tokens
-    return scores.view(len(prompts), len(label_names))
+    labels, _, label_mask = pack_pairs([([], c) for c in label_ids], device)   # [N, C], right-padded
+    scores = torch.stack([prompt_label_log_likelihoods(model, tokenizer(p, add_special_tokens=False)["input_ids"],
+                                                       labels, label_mask) for p in prompts])   # [Q, N]
+    return scores / label_mask.sum(-1) if length_normalise else scores
+
+
+def prompt_label_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], labels: Tensor, label_mask: Tensor,
+                                 ) -> Tensor:
+    """``[N]``: ``sum_t log p(c_t | prompt, c_<t)`` for each of ``N`` labels after one prompt.
+
+    Args:
+        prompt_ids: the prompt's ``P`` token ids.
+        labels: ``[N, C]`` the labels' token ids, right-padded; ``label_mask`` ``[N, C]`` 1 on their tokens.
+
+    The prompt runs once (``[1, P]``), keeping its key/value cache and the logits of its last position
+    only, which predict every label's first token. The cache is then repeated ``N`` times and the
+    labels' tokens ``c_1 .. c_{C-1}`` run as one batch ``[N, C-1]`` at positions ``P .. P+C-2``,
+    whose logits predict ``c_2 .. c_C``. Padding lies after each label's tokens, so causal attention
+    keeps it from them. Logits held at once: ``[N, C-1, V]``.
+    """
+    if len(prompt_ids) == 0 or label_mask[:, 0].eq(0).any():
+        raise ValueError("a prompt and every label name need at least one token to be scored")
+    n_labels, length = labels.shape
+    prompt = torch.tensor([list(prompt_ids)], device=labels.device)
+    cache = DynamicCache()   # filled in place by each forward pass
+    passing_cache = {cache_argument(model): cache}
+    logits = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **passing_cache).logits   # [1, 1, V]
+    scores = F.log_softmax(logits[0, -1].float(), dim=-1)[labels[:, 0]]   # log p(c_1 | prompt): [N]
+    if length == 1:
+        return scores
+    cache.batch_repeat_interleave(n_labels)
+    positions = torch.arange(len(prompt_ids), len(prompt_ids) + length - 1, device=labels.device).expand(n_labels, -1)
+    # an explicit mask (all ones: right padding is harmless): without one, some versions' attention would
+    # align its causal mask to the cache's start instead of its end
+    attention_mask = torch.ones(n_labels, len(prompt_ids) + length - 1, dtype=torch.long, device=labels.device)
+    logits = model(input_ids=labels[:, :-1], position_ids=positions, attention_mask=attention_mask, use_cache=True,
+                   **passing_cache).logits   # [N, C-1, V]
+    later = F.log_softmax(logits.float(), dim=-1).gather(-1, labels[:, 1:, None]).squeeze(-1)   # [N, C-1]
+    return scores + (later * label_mask[:, 1:]).sum(-1)
