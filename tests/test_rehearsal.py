@@ -134,13 +134,13 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
 
 
-@pytest.mark.timeout(900)
 # The notebooks whose rehearsal fits CI's budget on 2 cores (about 90 s together). The others rehearse with
 # ``python -m course_lib run --rehearse`` (04, 06-09: 04's 100-model cost table and 07-09's encoders cost as
 # much in a rehearsal as in the quick run that CI runs anyway); see the README's Profiles section.
 REHEARSED_IN_CI = ["00", "01", "02", "03", "05"]
 
 
+@pytest.mark.timeout(900)
 def test_the_full_profile_path_runs_in_a_rehearsal(tmp_path, monkeypatch):
     """The rehearsal through the runner, as ``python -m course_lib run --rehearse --notebooks ...``: each passes,
     the stored notebooks and the course's checkpoint folder are left as they were."""
