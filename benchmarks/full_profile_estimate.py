@@ -58,7 +58,9 @@ ASSUMPTIONS = (
     "{cpu_gflops:.0f} GFLOP/s on the counted steps); 10 us is eager PyTorch's per-operator launch overhead, which "
     "bounds the tiny sinusoid and linear-regression steps. FLOPs: matrix products and convolutions, forward and "
     "backward (torch.utils.flop_counter). Memory: fp32, what autograd saves (peak) + weights + gradients + "
-    "optimizer state; autocast halves the activations, and CUDA adds its context (~0.3-0.5 GB) and allocator slack."
+    "optimizer state; autocast halves the activations, and CUDA adds its context (~0.3-0.5 GB) and allocator slack. "
+    "Not counted: drawing episodes, the training loop's Python, logging and checkpoint writes, so a row whose two "
+    "ends agree (launch-bound) is a lower bound. 06 trains each method for 30 minutes or 200,000 steps."
 )
 
 
@@ -136,18 +138,23 @@ def state_megabytes(model: nn.Module, optimizer_slots: int) -> float:
 
 
 def measure(name: str, steps: int, model: nn.Module, loss_fn: Callable, batch, optimizer_slots: int,
-            evaluate: Callable[[], object] | None = None, evaluations: int = 0, memory_twin: nn.Module | None = None,
+            evaluate: Callable[[], object] | None = None, evaluations: int = 0, per_task_twin: nn.Module | None = None,
             **run) -> Run:
     """One run's row: its step counted and measured, its evaluation counted.
 
-    ``memory_twin``: the same learner on the per-task path, whose saved tensors are measured instead (the
-    saved-tensor hooks that measure memory do not run under ``torch.func.grad``, MAML's vmap path).
+    ``per_task_twin``: for MAML's vmap path, the same learner on the per-task path. The vmap step gives the
+    operators (the launches); the twin gives the FLOPs and the memory, the same products task by task: the flop
+    counter charges vmap's grouped convolution backward once per task for every task (it grows with the square of
+    the meta-batch), and the saved-tensor hooks that measure memory do not run under ``torch.func.grad``.
     """
-    step = training_step(model, loss_fn, batch)
-    step()                                                       # warm-up: lazy initialisation is not counted
-    cost = count(step)
-    activations = peak_saved_megabytes(lambda: loss_fn(memory_twin or model, batch))
-    model.zero_grad(set_to_none=True)
+    counted = []
+    for learner in [model] + ([per_task_twin] if per_task_twin is not None else []):
+        step = training_step(learner, loss_fn, batch)
+        step()                                                   # warm-up: lazy initialisation is not counted
+        counted.append(count(step))
+        learner.zero_grad(set_to_none=True)
+    cost = StepCost(counted[-1].flops, counted[0].operators, counted[-1].seconds)
+    activations = peak_saved_megabytes(lambda: loss_fn(per_task_twin or model, batch))
     evaluation = count(evaluate) if evaluate is not None else StepCost(0.0, 0, 0.0)
     return Run(name, steps, cost, activations + state_megabytes(model, optimizer_slots), evaluation, evaluations,
                **run)
@@ -191,7 +198,8 @@ def maml_sinusoid_03(quick: bool) -> Run:
 
 def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
     """03: second-order MAML, Omniglot 5-way 1-shot, 15 queries, 60,000 steps of 32 tasks; 1 inner step (3 at test);
-    on CUDA the full profile runs the tasks together (vmap, explicit batch norm): the same FLOPs."""
+    on CUDA the full profile runs the tasks together (vmap, explicit batch norm): its operators are counted on that
+    path, its FLOPs and memory on the per-task path (the same products; see :func:`measure`)."""
     steps = pick(quick, quick_value=200, full_value=60_000)
     meta_batch = meta_batch or pick(quick, quick_value=4, full_value=32)
     batched = not quick
@@ -205,7 +213,7 @@ def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
     return measure(f"03 MAML Omniglot 5-way 1-shot, 2nd order, meta-batch {meta_batch}", steps, learner, maml.loss,
                    sampler.sample_batch(meta_batch, generator()), optimizer_slots=2,
                    evaluate=lambda: learner.predict(episode),
-                   evaluations=n_val * validations(steps, steps // 2) + 600, memory_twin=per_task)
+                   evaluations=n_val * validations(steps, steps // 2) + 600, per_task_twin=per_task)
 
 
 def reptile_omniglot_04(quick: bool) -> Run:
