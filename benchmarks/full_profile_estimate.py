@@ -363,6 +363,11 @@ RUNS: list[Callable[[bool], Run | list[Run]]] = [
     icl_regression_08, metaicl_09]
 
 
+def number(x: float) -> str:
+    """Three significant digits, without an exponent from 100 up: 0.00996, 20.9, 1,880."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def hours_range(run: Run, peak: float) -> str:
     low, high = (run.hours(peak, utilisation) for utilisation in UTILISATIONS)
     return f"{low:.2g}-{high:.2g}"
@@ -377,8 +382,8 @@ def markdown(runs: list[Run], quick: bool) -> str:
              "| run | steps | GFLOP per step | total PFLOP | memory per step (MB) | T4 hours | A100 hours |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for run in runs:
-        lines.append(f"| {run.name} | {run.steps_text or f'{run.steps:,}'} | {run.step.flops / 1e9:.3g} "
-                     f"| {run.total_flops / 1e15:.3g} | {run.memory_mb:.3g} | {hours_range(run, T4_FP16_PEAK)} "
+        lines.append(f"| {run.name} | {run.steps_text or f'{run.steps:,}'} | {number(run.step.flops / 1e9)} "
+                     f"| {number(run.total_flops / 1e15)} | {number(run.memory_mb)} | {hours_range(run, T4_FP16_PEAK)} "
                      f"| {hours_range(run, A100_BF16_PEAK)} |")
     return "\n".join(lines) + "\n"
 

@@ -30,7 +30,7 @@ def test_quick_table_has_a_row_per_run_with_positive_flops_and_ordered_ranges():
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert len(cells) == 7, row
-        gflop, pflop, memory = (float(cell) for cell in cells[2:5])
+        gflop, pflop, memory = (float(cell.replace(",", "")) for cell in cells[2:5])
         assert gflop > 0 and pflop > 0 and memory >= 0, row
         for hours in cells[5:]:
             low, high = (float(h) for h in hours.split("-"))
