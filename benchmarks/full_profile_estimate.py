@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from course_lib.course.cost import peak_saved_megabytes
 from course_lib.data.base import ClassDataset
-from course_lib.data.episodes import EpisodeSampler, MixtureSampler
+from course_lib.data.episodes import EpisodeSampler
 from course_lib.data.regression import LinearRegressionTasks
 from course_lib.data.sinusoid import SinusoidTasks
 from course_lib.meta import icl, maml, metaicl, protonet, reptile, transfer
