@@ -1,0 +1,405 @@
+"""An estimate, not a measurement: each full-profile training run's time and memory on a T4 and an A100.
+
+    python benchmarks/full_profile_estimate.py            # the notebooks' full-profile shapes (a few minutes, CPU)
+    python benchmarks/full_profile_estimate.py --quick    # the quick-profile shapes, for the tests (seconds)
+
+For every long training run of notebooks 03-09 it builds ONE training step as the notebook's full profile does
+(the library's learner, loss and sampler; random images of Omniglot's shape, the real or stand-in CLINC150 texts,
+which decide the token counts) and, on the CPU:
+
+* counts the step's floating-point operations, forward and backward, with ``torch.utils.flop_counter.FlopCounterMode``
+  (matrix products and convolutions; element-wise work is not counted), and the operators it dispatches;
+* measures the memory the step holds: what autograd saves for the backward pass
+  (:func:`course_lib.course.cost.peak_saved_megabytes`), plus the weights, their gradients and the optimizer's state
+  (Adam: two numbers per trainable weight; plain SGD: none), in fp32;
+* does the same for one evaluation episode (its inner loop included) and multiplies: steps x step, plus
+  (validations x validation episodes + test episodes) x episode.
+
+Hours on a GPU = max(FLOPs / (peak x utilisation), operators x launch cost), one bound from arithmetic, one from
+PyTorch's eager per-operator overhead, which rules for the small networks of this course (a 40-unit MLP, a 64-channel
+conv net on 28 x 28 images). The peaks are NVIDIA's datasheet numbers for the dtype ``runtime`` picks (T4: fp16
+autocast, A100: bf16 autocast); the utilisations and the launch cost are assumptions (see ``ASSUMPTIONS``).
+``benchmarks/gpu_check.sh`` measures the real thing on the day a GPU is lent, and replaces this table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from course_lib.course.cost import peak_saved_megabytes
+from course_lib.data.base import ClassDataset
+from course_lib.data.episodes import EpisodeSampler
+from course_lib.data.regression import LinearRegressionTasks
+from course_lib.data.sinusoid import SinusoidTasks
+from course_lib.meta import icl, maml, metaicl, protonet, reptile, transfer
+from course_lib.meta.maml import MAML
+from course_lib.meta.reptile import Reptile
+from course_lib.models import MLP, ConvNet
+
+T4_FP16_PEAK = 65e12      # FLOP/s, FP16 tensor cores (NVIDIA T4 datasheet); FP32: 8.1e12
+A100_BF16_PEAK = 312e12   # FLOP/s, BF16 tensor cores (NVIDIA A100 datasheet); FP32: 19.5e12
+UTILISATIONS = (0.30, 0.10)   # the optimistic and the pessimistic end of the range
+LAUNCH_SECONDS = 10e-6        # eager PyTorch's cost of one dispatched operator on a GPU (CPU-side, 5-20 us)
+ASSUMPTIONS = (
+    "Estimate, not a measurement. Hours = max(FLOPs / (peak x utilisation), operators x 10 us), as a range from "
+    "30% to 10% utilisation. Peaks from NVIDIA's datasheets for the autocast dtype `runtime` picks: T4 65 TFLOP/s "
+    "FP16 tensor cores (8.1 FP32), A100 312 TFLOP/s BF16 tensor cores (19.5 FP32). Small 64-channel convolutions "
+    "and 256-wide transformers reach a small fraction of peak (10-30% is typical for such layers; this CPU reached "
+    "{cpu_gflops:.0f} GFLOP/s on the counted steps); 10 us is eager PyTorch's per-operator launch overhead, which "
+    "bounds the tiny sinusoid and linear-regression steps. FLOPs: matrix products and convolutions, forward and "
+    "backward (torch.utils.flop_counter). Memory: fp32, what autograd saves (peak) + weights + gradients + "
+    "optimizer state; autocast halves the activations, and CUDA adds its context (~0.3-0.5 GB) and allocator slack. "
+    "Not counted: drawing episodes, the training loop's Python, logging and checkpoint writes, so a row whose two "
+    "ends agree (launch-bound) is a lower bound. 06 trains each method for 30 minutes or 200,000 steps."
+)
+
+
+@dataclass
+class StepCost:
+    """What one call costs: FLOPs, dispatched operators, seconds on this CPU."""
+
+    flops: float
+    operators: int
+    seconds: float
+
+
+@dataclass
+class Run:
+    """One full-profile training run: its step, its evaluation, and how many of each."""
+
+    name: str
+    steps: int
+    step: StepCost
+    memory_mb: float
+    evaluation: StepCost = field(default_factory=lambda: StepCost(0.0, 0, 0.0))
+    evaluations: int = 0                 # episodes (or forward passes) of evaluation in the whole run
+    budget_hours: float | None = None    # 06: each method trains for a fixed wall-clock budget
+    steps_text: str = ""
+
+    @property
+    def total_flops(self) -> float:
+        return self.steps * self.step.flops + self.evaluations * self.evaluation.flops
+
+    def hours(self, peak: float, utilisation: float) -> float:
+        """max(arithmetic time, launch time), training plus evaluation, capped by a wall-clock budget."""
+        def seconds(cost: StepCost) -> float:
+            return max(cost.flops / (peak * utilisation), cost.operators * LAUNCH_SECONDS)
+        training = self.steps * seconds(self.step) / 3600
+        if self.budget_hours is not None:
+            training = min(training, self.budget_hours)
+        return training + self.evaluations * seconds(self.evaluation) / 3600
+
+
+class OperatorCounter(TorchDispatchMode):
+    """Counts the aten operators dispatched: on a GPU each is (about) one kernel launch."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(compute: Callable[[], object]) -> StepCost:
+    """FLOPs, operators and CPU seconds of ``compute()``."""
+    flops, operators = FlopCounterMode(display=False), OperatorCounter()
+    started = time.perf_counter()
+    with flops, operators:
+        compute()
+    return StepCost(float(flops.get_total_flops()), operators.count, time.perf_counter() - started)
+
+
+def training_step(model: nn.Module, loss_fn: Callable, batch) -> Callable[[], None]:
+    """The training loop's step: the loss (a tensor or ``(loss, metrics)``), then its backward pass."""
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        (loss[0] if isinstance(loss, tuple) else loss).backward()
+    return step
+
+
+def state_megabytes(model: nn.Module, optimizer_slots: int) -> float:
+    """Weights, plus gradients and ``optimizer_slots`` numbers of optimizer state per trainable weight."""
+    every = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return (every + (1 + optimizer_slots) * trainable) / 2**20
+
+
+def measure(name: str, steps: int, model: nn.Module, loss_fn: Callable, batch, optimizer_slots: int,
+            evaluate: Callable[[], object] | None = None, evaluations: int = 0, per_task_twin: nn.Module | None = None,
+            **run) -> Run:
+    """One run's row: its step counted and measured, its evaluation counted.
+
+    ``per_task_twin``: for MAML's vmap path, the same learner on the per-task path. The vmap step gives the
+    operators (the launches); the twin gives the FLOPs and the memory, the same products task by task: the flop
+    counter charges vmap's grouped convolution backward once per task for every task (it grows with the square of
+    the meta-batch), and the saved-tensor hooks that measure memory do not run under ``torch.func.grad``.
+    """
+    counted = []
+    for learner in [model] + ([per_task_twin] if per_task_twin is not None else []):
+        step = training_step(learner, loss_fn, batch)
+        step()                                                   # warm-up: lazy initialisation is not counted
+        counted.append(count(step))
+        learner.zero_grad(set_to_none=True)
+    cost = StepCost(counted[-1].flops, counted[0].operators, counted[-1].seconds)
+    activations = peak_saved_megabytes(lambda: loss_fn(per_task_twin or model, batch))
+    evaluation = count(evaluate) if evaluate is not None else StepCost(0.0, 0, 0.0)
+    return Run(name, steps, cost, activations + state_megabytes(model, optimizer_slots), evaluation, evaluations,
+               **run)
+
+
+def validations(steps: int, eval_every: int) -> int:
+    """How often ``train`` validates: every ``eval_every`` steps and after the last (0: only after the last)."""
+    return 1 if not eval_every else steps // eval_every + (steps % eval_every != 0)
+
+
+def random_omniglot(n_classes: int) -> ClassDataset:
+    """Random images of Omniglot's shape ``[classes, 20, 1, 28, 28]``: FLOPs and memory do not depend on pixels."""
+    data = torch.rand(n_classes, 20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return ClassDataset(data, [f"class{c}" for c in range(n_classes)], source="random images")
+
+
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def pick(quick: bool, *, quick_value, full_value):
+    return quick_value if quick else full_value
+
+
+# --- one function per run: the notebook's profile.pick(full=...) values ---------------------------------------------
+
+def maml_sinusoid_03(quick: bool) -> Run:
+    """03: MAML on K=10 sinusoids, 70,000 steps of 25 tasks; the notebook trains five such runs (second and first
+    order, ANIL, Meta-SGD, pretrained), each at most this step's cost."""
+    steps, meta_batch = pick(quick, quick_value=(700, 10), full_value=(70_000, 25))
+    torch.manual_seed(0)
+    learner = MAML(MLP(), inner_lr=0.01, inner_steps=1, task_loss=F.mse_loss)
+    tasks = SinusoidTasks(k_shot=10, n_query=10)
+    test_task = tasks.sample(generator())
+    return measure("03 MAML sinusoid, 5 runs (2nd order, 1st order, ANIL, Meta-SGD, pretrained)", 5 * steps, learner,
+                   maml.loss, tasks.sample_batch(meta_batch, generator()), optimizer_slots=2,
+                   evaluate=lambda: learner.predict(test_task),
+                   evaluations=5 * (100 * validations(steps, steps // 2)) + 600 * (1 + 2 + 5 + 10) + 4 * 600,
+                   steps_text=f"5 x {steps:,}")
+
+
+def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
+    """03: second-order MAML, Omniglot 5-way 1-shot, 15 queries, 60,000 steps of 32 tasks; 1 inner step (3 at test);
+    on CUDA the full profile runs the tasks together (vmap, explicit batch norm): its operators are counted on that
+    path, its FLOPs and memory on the per-task path (the same products; see :func:`measure`)."""
+    steps = pick(quick, quick_value=200, full_value=60_000)
+    meta_batch = meta_batch or pick(quick, quick_value=4, full_value=32)
+    batched = not quick
+    torch.manual_seed(0)
+    learner = MAML(ConvNet(n_classes=5, explicit_batch_norm=batched), inner_lr=0.4, inner_steps=1,
+                   eval_inner_steps=3, batched=batched)
+    per_task = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1) if batched else None
+    sampler = EpisodeSampler(random_omniglot(100), 5, 1, 15)
+    episode = sampler.sample(generator())
+    n_val = pick(quick, quick_value=50, full_value=600)
+    return measure(f"03 MAML Omniglot 5-way 1-shot, 2nd order, meta-batch {meta_batch}", steps, learner, maml.loss,
+                   sampler.sample_batch(meta_batch, generator()), optimizer_slots=2,
+                   evaluate=lambda: learner.predict(episode),
+                   evaluations=n_val * validations(steps, steps // 2) + 600, per_task_twin=per_task)
+
+
+def reptile_omniglot_04(quick: bool) -> Run:
+    """04: Reptile, Omniglot 5-way 1-shot (10-shot training tasks), 100,000 steps of 5 tasks, 5 inner Adam steps of
+    10 images, outer SGD; evaluation: 50 inner steps, each of 15 queries per class in its own batch."""
+    steps, meta_batch = pick(quick, quick_value=(100, 3), full_value=(100_000, 5))
+    torch.manual_seed(0)
+    learner = Reptile(ConvNet(n_classes=5), inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
+                      eval_inner_steps=pick(quick, quick_value=5, full_value=50), eval_inner_batch_size=5)
+    omniglot = random_omniglot(100)
+    episode = EpisodeSampler(omniglot, 5, 1, n_query=pick(quick, quick_value=1, full_value=15)).sample(generator())
+    n_val = pick(quick, quick_value=50, full_value=600)
+    return measure(f"04 Reptile Omniglot 5-way 1-shot, meta-batch {meta_batch}", steps, learner, reptile.loss,
+                   EpisodeSampler(omniglot, 5, 10, n_query=1).sample_batch(meta_batch, generator()), optimizer_slots=0,
+                   evaluate=lambda: learner.predict(episode),
+                   evaluations=n_val * validations(steps, pick(quick, quick_value=steps // 2, full_value=20_000)) + 600)
+
+
+def protonet_omniglot_05(quick: bool) -> Run:
+    """05: ProtoNet, one 60-way 1-shot episode of 5 queries per class a step, 20,000 steps; validation on 600
+    5-way 1-shot episodes every 1,000 steps."""
+    steps, n_way, n_query = pick(quick, quick_value=(500, 40, 2), full_value=(20_000, 60, 5))
+    torch.manual_seed(0)
+    model = ConvNet()
+    omniglot = random_omniglot(100)
+    episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
+    n_val = pick(quick, quick_value=100, full_value=600)
+    return measure(f"05 ProtoNet Omniglot {n_way}-way 1-shot", steps, model, partial(protonet.loss, n_way=n_way),
+                   EpisodeSampler(omniglot, n_way, 1, n_query).sample_batch(1, generator()), optimizer_slots=2,
+                   evaluate=partial(protonet.predict, model, episode),
+                   evaluations=n_val * validations(steps, pick(quick, quick_value=250, full_value=1000)) + 600)
+
+
+def head_to_head_06(quick: bool) -> list[Run]:
+    """06: every method for 30 minutes of wall clock (at most 200,000 steps), then 600 test episodes."""
+    budget_hours, max_steps = pick(quick, quick_value=(12 / 3600, 5_000), full_value=(0.5, 200_000))
+    n_test = pick(quick, quick_value=200, full_value=600)
+    omniglot = random_omniglot(100)
+    test_episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
+    episodes = EpisodeSampler(omniglot, 5, 1, n_query=15)
+    torch.manual_seed(0)
+    pretrained = transfer.pretraining_model(omniglot.num_classes)
+    learners = [
+        ("transfer (pretraining, 64 images)", pretrained, transfer.classification_loss,
+         transfer.ClassificationSampler(omniglot).sample_batch(64, generator()), 2,
+         partial(transfer.linear_probe_predict, pretrained, test_episode))]
+    for name, first_order in [("MAML", False), ("first-order MAML", True)]:
+        learner = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1, eval_inner_steps=3, first_order=first_order)
+        learners.append((f"{name}, meta-batch 4", learner, maml.loss, episodes.sample_batch(4, generator()), 2,
+                         partial(learner.predict, test_episode)))
+    learner = Reptile(ConvNet(n_classes=5), inner_lr=3e-3, inner_steps=5, inner_batch_size=10, eval_inner_steps=5,
+                      eval_inner_batch_size=5, transductive=True)
+    learners.append(("Reptile, meta-batch 3", learner, reptile.loss,
+                     EpisodeSampler(omniglot, 5, 10, n_query=1).sample_batch(3, generator()), 0,
+                     partial(learner.predict, test_episode)))
+    embedding = ConvNet()
+    learners.append(("ProtoNet 40-way", embedding, protonet.loss,
+                     EpisodeSampler(omniglot, 40, 1, n_query=2).sample_batch(1, generator()), 2,
+                     partial(protonet.predict, embedding, test_episode)))
+    return [measure(f"06 {name}", max_steps, model, loss_fn, batch, slots, evaluate=evaluate, evaluations=n_test,
+                    budget_hours=budget_hours, steps_text=f"≤{max_steps:,} in {60 * budget_hours:.2g} min")
+            for name, model, loss_fn, batch, slots, evaluate in learners]
+
+
+def maml_lora_07(quick: bool) -> Run:
+    """07: first-order MAML over LoRA adapters of MiniLM (and a zero head), 2,000 steps of 2 CLINC150 5-way 1-shot
+    tasks of 5 queries, 3 inner steps; 600 test episodes before and after."""
+    from course_lib.data import load_clinc
+    from course_lib.text import SentenceEncoder
+    from course_lib.text.lora import UtteranceClassifier, is_fast_weight, with_lora
+    steps = pick(quick, quick_value=15, full_value=2000)
+    train_split, test_split = load_clinc("train"), load_clinc("test")
+    encoder = SentenceEncoder(device="cpu")
+    lora_encoder = with_lora(encoder.model)
+    torch.manual_seed(0)
+
+    def learner(texts):
+        classifier = UtteranceClassifier(lora_encoder, encoder.tokenizer, texts, n_way=5)
+        return MAML(classifier, inner_lr=1.0, inner_steps=3, first_order=True, adapted_if=is_fast_weight)
+
+    train_learner, test_learner = learner(train_split.texts), learner(test_split.texts)
+    episode = EpisodeSampler(test_split, n_way=5, k_shot=1, n_query=15).sample(generator())
+    return measure("07 MAML over LoRA (MiniLM), meta-batch 2", steps, train_learner, maml.loss,
+                   EpisodeSampler(train_split, n_way=5, k_shot=1, n_query=5).sample_batch(2, generator()),
+                   optimizer_slots=2, evaluate=lambda: test_learner.predict(episode),
+                   evaluations=2 * pick(quick, quick_value=20, full_value=600))
+
+
+def icl_regression_08(quick: bool) -> Run:
+    """08: a GPT-2-style transformer (12 layers, width 256, 8 heads) learning linear regression in context, d=20,
+    41 points, 500,000 steps of 64 tasks, then the same model on a pool of 4 tasks for 50,000 steps."""
+    dim = pick(quick, quick_value=3, full_value=20)
+    n_points = 2 * dim + 1 if not quick else 7
+    size = pick(quick, quick_value=dict(n_layer=3, n_embd=64, n_head=4),
+                full_value=dict(n_layer=12, n_embd=256, n_head=8))
+    fresh_steps, pool_steps = pick(quick, quick_value=(1000, 300), full_value=(500_000, 50_000))
+    tasks = LinearRegressionTasks(dim, n_points)
+    torch.manual_seed(0)
+    regressor = icl.InContextRegressor(dim, n_points, **size)
+    test_tasks = tasks.sample_batch(1000, generator())
+
+    def evaluate():
+        with torch.no_grad():
+            regressor.eval()
+            regressor(test_tasks.x, test_tasks.y)
+            regressor.train()
+    return measure(f"08 in-context regression, {size['n_layer']} layers x {size['n_embd']}, 64 tasks",
+                   fresh_steps + pool_steps,
+                   regressor, icl.regression_loss, tasks.sample_batch(64, generator()), optimizer_slots=2,
+                   evaluate=evaluate, evaluations=5, steps_text=f"{fresh_steps:,} + {pool_steps:,}")
+
+
+def metaicl_09(quick: bool) -> Run:
+    """09: MetaICL, LoRA rank 8 on GPT-2's (124M) attention, 30,000 steps of 8 CLINC150 3-way 1-shot prompts;
+    before and after: 3 x 600 episodes scored by label likelihood. GPT-2's weights are random here (the hub is not
+    reachable; FLOPs and memory depend on the shapes only) and its tokenizer is the offline word-piece tokenizer of
+    the quick profile: about as many tokens per English prompt as GPT-2's byte-pair encoding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from course_lib.data import load_clinc
+    from course_lib.text.causal_lm import small_causal_lm
+    from course_lib.text.lora import with_lora
+    steps = pick(quick, quick_value=300, full_value=30_000)
+    splits = [load_clinc(split) for split in ("train", "val", "test")]
+    small_model, tokenizer = small_causal_lm([t for ds in splits for t in (*ds.texts, *ds.label_names)])
+    if quick:
+        model = small_model
+    else:
+        torch.manual_seed(0)
+        model = with_lora(GPT2LMHeadModel(GPT2Config(use_cache=False)), rank=8, target_modules=metaicl.GPT2_ATTENTION)
+    train_intents, test_intents = splits[0], splits[2]
+    episode = EpisodeSampler(test_intents, 3, 1, n_query=1).sample(generator())
+    sampler = metaicl.PromptBatchSampler(train_intents, tokenizer, n_way=3, k_shot=1)
+
+    def evaluate():
+        with torch.no_grad():
+            metaicl.predict(model.eval(), tokenizer, test_intents, episode)
+        model.train()
+    n_episodes = pick(quick, quick_value=150, full_value=600)
+    return measure(f"09 MetaICL, {'small LM' if quick else 'GPT-2 124M + LoRA'}, 8 prompts", steps, model,
+                   metaicl.loss, sampler.sample_batch(8, generator()), optimizer_slots=2, evaluate=evaluate,
+                   evaluations=2 * 3 * n_episodes)
+
+
+RUNS: list[Callable[[bool], Run | list[Run]]] = [
+    maml_sinusoid_03, maml_omniglot_03, reptile_omniglot_04, protonet_omniglot_05, head_to_head_06, maml_lora_07,
+    icl_regression_08, metaicl_09]
+
+
+def number(x: float) -> str:
+    """Three significant digits, without an exponent from 100 up: 0.00996, 20.9, 1,880."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def hours_range(run: Run, peak: float) -> str:
+    low, high = (run.hours(peak, utilisation) for utilisation in UTILISATIONS)
+    return f"{low:.2g}-{high:.2g}"
+
+
+def markdown(runs: list[Run], quick: bool) -> str:
+    counted_flops = sum(run.step.flops + run.evaluation.flops for run in runs)
+    counted_seconds = sum(run.step.seconds + run.evaluation.seconds for run in runs)
+    caption = ASSUMPTIONS.format(cpu_gflops=counted_flops / counted_seconds / 1e9)
+    title = "Full-profile runs: estimated time and memory" + (" (--quick: quick-profile shapes)" if quick else "")
+    lines = [f"**{title}.** {caption}", "",
+             "| run | steps | GFLOP per step | total PFLOP | memory per step (MB) | T4 hours | A100 hours |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        lines.append(f"| {run.name} | {run.steps_text or f'{run.steps:,}'} | {number(run.step.flops / 1e9)} "
+                     f"| {number(run.total_flops / 1e15)} | {number(run.memory_mb)} | {hours_range(run, T4_FP16_PEAK)} "
+                     f"| {hours_range(run, A100_BF16_PEAK)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the notebooks' quick-profile shapes (for the tests)")
+    args = parser.parse_args(argv)
+    runs: list[Run] = []
+    for build in RUNS:
+        built = build(args.quick)
+        runs += built if isinstance(built, list) else [built]
+        print(f"counted {build.__name__}", file=sys.stderr, flush=True)
+    print(markdown(runs, args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
