@@ -94,8 +94,9 @@ class TrainConfig:
     (0: never save; an existing checkpoint there is still resumed from).
     ``amp``: None = mixed precision on CUDA only (bf16 on GPUs of compute capability 8.0 or more, else
     fp16 with loss scaling); True forces it (bf16 on CPU), False disables.
-    ``max_seconds``: stop early once training has taken this long (equal wall-clock budgets for a
-    comparison of methods, 06_head_to_head); the history says how many steps were done.
+    ``max_seconds``: stop early once training has taken this long (a time limit for a session); the history
+    says how many steps were done. A comparison of methods budgets steps or FLOPs instead (06_head_to_head):
+    seconds depend on the machine.
 
     An impossible configuration is a ``ValueError`` when it is built, not a surprise mid-run.
     """
