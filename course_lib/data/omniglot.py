@@ -19,10 +19,31 @@ Where the data comes from (``source="auto"`` tries these in order):
    printed sentence. ``source="real"``, or a set COURSE_DATA, raises ``DataNotFoundError`` instead;
    ``source="standin"`` uses the stand-in directly.
 
-Splits are by alphabet, so meta-test characters come from alphabets never seen in meta-training
-(the papers split otherwise: MAML and Reptile's code train on 1,200 characters drawn at random,
-irrespective of alphabet; ProtoNet uses the split of Vinyals et al., 1,200 characters for training
-and validation):
+Which characters form each meta-split is the split **scheme** (``scheme=``; the first argument, ``split``,
+names the meta-split, so the scheme that divides the characters among the meta-splits has its own word):
+
+- ``"alphabets"`` (the default, the quick profile's): by alphabet, so meta-test characters come from alphabets
+  never seen in meta-training (tables below).
+- ``"random"``: the split of MAML's and Reptile's official code (cbfinn/maml ``data_generator.py``,
+  openai/supervised-reptile ``omniglot.py``, ``split_dataset``): 1,200 of the 1,623 characters of both zips,
+  drawn irrespective of alphabet, for meta-training, the other 423 for meta-test. The validation split is
+  MAML's: 100 of the 1,200 (its ``num_val = 100``), so meta-training keeps 1,100; Reptile's code has no
+  validation split (it trains on all 1,200 and watches the test set). The draw: the sorted character names
+  ordered by keys from ``random.Random(RANDOM_SEED).random()`` (the codes shuffle ``os.listdir``'s order, which
+  differs between file systems, so their exact characters cannot be recovered). On the small subset the same
+  rule is scaled by its 242 characters: ``round(242 * 1200 / 1623) = 179`` for train and val, 15 of them val.
+- ``"vinyals"``: the split of Vinyals et al. (2016) that ProtoNet's code uses, as published in
+  jakesnell/prototypical-networks ``data/omniglot/splits/vinyals/{train,val,test}.txt`` (``VINYALS_SPLITS``:
+  1,028 / 172 / 423 characters; their ``trainval.txt`` is train then val). The lists name all four rotations
+  of every character, val and test included, so rotations default to True for every split. On the small
+  subset, which holds none of the list's test characters, the subset's alphabet split is used instead,
+  announced in one printed sentence.
+
+Rotations (``rotations=None``) are otherwise those of Reptile's code: train only. MAML's code instead rotates
+every class of every task, test tasks included, by a random multiple of 90 degrees. The offline stand-in has
+its own split by (invented) alphabet whatever the scheme.
+
+The ``"alphabets"`` scheme:
 
 ==========  =====================================================  ==========  ==========
 split       full set (50 alphabets)                                alphabets   characters
@@ -43,10 +64,11 @@ test        Early_Aramaic, Greek, Sanskrit                  3           88
 
 Greek and Latin are in both small zips with identical drawings; they are counted once, giving
 242 characters and 4,840 drawings. Processed images are cached on disk in
-``cache_dir()/omniglot/processed/<split>-<key>.pt`` as uint8 tensors, so only the first load decodes
-PNGs, and in this process for each such file. The key is a digest of everything the images depend on:
-the archives' md5, the split tables (``SUBSET_SPLITS``, ``FULL_VAL_ALPHABETS``), ``IMAGE_SIZE`` and
-the processing version. A cache file that cannot be read is rebuilt, and a printed sentence says so.
+``cache_dir()/omniglot/processed/<split>-<scheme>-<key>.pt`` as uint8 tensors, so only the first load
+decodes PNGs, and in this process for each such file. The key is a digest of everything the images depend on:
+the archives' md5, the scheme and its tables (``SUBSET_SPLITS`` and ``FULL_VAL_ALPHABETS``, ``RANDOM_SEED``
+and ``RANDOM_COUNTS``, or ``VINYALS_SPLITS``), ``IMAGE_SIZE`` and the processing version. A cache file that
+cannot be read is rebuilt, and a printed sentence says so.
 """
 from __future__ import annotations
 
@@ -54,10 +76,11 @@ import functools
 import hashlib
 import io
 import json
+import random
 import zipfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -65,11 +88,13 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from .base import ClassDataset
-from .sources import (DATA_SOURCES, DataNotFoundError, LocalSet, cache_dir, describe_path, fall_back_to_standin, fetch,
-                      find_local, looked_in, read_cache, save_atomically)
+from .sources import (DATA_SOURCES, DataNotFoundError, LocalSet, announce_fallback, cache_dir, describe_path,
+                      fall_back_to_standin, fetch, find_local, looked_in, read_cache, save_atomically)
 from .standin import load_standin
+from .vinyals import VINYALS_SPLITS, vinyals_characters
 
 SPLITS = ("train", "val", "test")
+SCHEMES = ("alphabets", "random", "vinyals")
 SOURCES = ("auto", "real", "standin")
 IMAGE_SIZE = 28
 DRAWINGS_PER_CHARACTER = 20
@@ -84,27 +109,34 @@ SUBSET_SPLITS = {
     "val": ("Tagalog",),
     "test": ("Early_Aramaic", "Greek", "Sanskrit"),
 }
+# the random scheme (module docstring): of the full set's 1,623 characters, 1,200 for train and val, 100 of them val
+RANDOM_SEED = 1  # MAML's random.seed(1)
+RANDOM_COUNTS = {"characters": 1623, "train and val": 1200, "val": 100}
 _PROCESSING = "lanczos-invert-v1"  # part of the disk cache key: change it whenever processing changes
 
 
-def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = None,
+def load_omniglot(split: str, *, scheme: str = "alphabets", source: str = "auto", rotations: bool | None = None,
                   download: bool = True) -> ClassDataset:
     """One meta-split of Omniglot as a ``ClassDataset`` of ``[characters, 20, 1, 28, 28]`` images.
 
     Args:
-        split: ``"train"``, ``"val"`` or ``"test"`` (see the module's split table).
+        split: the meta-split, ``"train"``, ``"val"`` or ``"test"``.
+        scheme: how the characters are divided among the meta-splits: ``"alphabets"`` (by alphabet),
+            ``"random"`` (MAML's and Reptile's code) or ``"vinyals"`` (ProtoNet's code); see the module docstring.
         source: ``"auto"`` (real data if found or downloadable, else, with COURSE_DATA unset, the
             announced stand-in), ``"real"`` (real data or ``DataNotFoundError``) or ``"standin"``.
-        rotations: add each character rotated by 90, 180, 270 degrees as 3 more classes;
-            ``None`` means True for ``"train"`` and False for ``"val"`` and ``"test"``.
+        rotations: add each character rotated by 90, 180, 270 degrees as 3 more classes; ``None`` means
+            True for ``"train"``, and for every split of the ``"vinyals"`` scheme (its lists name the rotations).
         download: allow the official download when no local copy is found.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}: choose one of {', '.join(SCHEMES)}")
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: choose one of {', '.join(SOURCES)}")
     if rotations is None:
-        rotations = split == "train"
+        rotations = split == "train" or scheme == "vinyals"
     if source == "standin":
         return load_standin(split, rotations=rotations)
     try:
@@ -113,11 +145,19 @@ def load_omniglot(split: str, *, source: str = "auto", rotations: bool | None = 
         fall_back_to_standin(error, source=source, folder="omniglot", standin="procedural stand-in",
                              files="images_background.zip and images_evaluation.zip (or the two _small zips)")
         return load_standin(split, rotations=rotations)
-    cache_file = cache_dir() / "omniglot" / "processed" / f"{split}-{_cache_key(archives)[:16]}.pt"
-    images, names = _processed_split(archives, cache_file, split)
+    if scheme == "vinyals" and not _is_full(archives):
+        announce_fallback("The Vinyals split names characters of the full Omniglot set only (the small subset holds "
+                          "none of its test characters); using the small subset's split by alphabet instead.")
+        scheme = "alphabets"
+    cache_file = cache_dir() / "omniglot" / "processed" / f"{split}-{scheme}-{_cache_key(archives, scheme)[:16]}.pt"
+    images, names = _processed_split(archives, cache_file, split, scheme)
     kind = "full set (50 alphabets)" if _is_full(archives) else "small subset (8 alphabets)"
-    description = f"Omniglot, real: {kind}, {split} split, from {describe_path(archives.folder)}"
+    description = f"Omniglot, real: {kind}, {split} split{_SCHEME_WORDS[scheme]}, from {describe_path(archives.folder)}"
     return ClassDataset(images.float() / 255, names, description, rotations)
+
+
+_SCHEME_WORDS = {"alphabets": "", "random": " of the random scheme (MAML's and Reptile's code)",
+                 "vinyals": " of Vinyals et al. (ProtoNet's code)"}
 
 
 def _locate(allow_download: bool) -> LocalSet:
@@ -145,14 +185,16 @@ def _is_full(archives: LocalSet) -> bool:
     return archives.names == FULL_FILES
 
 
-def _cache_key(archives: LocalSet) -> str:
+def _cache_key(archives: LocalSet, scheme: str) -> str:
     """A digest of everything the processed images depend on, for the disk cache's file name.
 
-    The processing version and ``IMAGE_SIZE``, the split tables, and the parts' content: each zip's
+    The processing version and ``IMAGE_SIZE``, the scheme and its tables, and the parts' content: each zip's
     md5 (checked by ``find_local`` or the download), each extracted folder's file names and sizes.
     """
-    tables = json.dumps({"SUBSET_SPLITS": SUBSET_SPLITS, "FULL_VAL_ALPHABETS": FULL_VAL_ALPHABETS}, sort_keys=True)
-    keys = [_PROCESSING, str(IMAGE_SIZE), tables]
+    tables = {"alphabets": {"SUBSET_SPLITS": SUBSET_SPLITS, "FULL_VAL_ALPHABETS": FULL_VAL_ALPHABETS},
+              "random": {"RANDOM_SEED": RANDOM_SEED, "RANDOM_COUNTS": RANDOM_COUNTS},
+              "vinyals": {"VINYALS_SPLITS": VINYALS_SPLITS}}[scheme]
+    keys = [_PROCESSING, str(IMAGE_SIZE), scheme, json.dumps(tables, sort_keys=True)]
     for name, part in zip(archives.names, archives.parts):
         if part.is_dir():
             listing = sorted(f"{p.relative_to(part).as_posix()} {p.stat().st_size}"
@@ -164,7 +206,8 @@ def _cache_key(archives: LocalSet) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _processed_split(archives: LocalSet, cache_file: Path, split: str) -> tuple[Tensor, tuple[str, ...]]:
+def _processed_split(archives: LocalSet, cache_file: Path, split: str,
+                     scheme: str) -> tuple[Tensor, tuple[str, ...]]:
     """One split's images ``[characters, 20, 1, 28, 28]`` uint8 (ink = 255) and class names.
 
     Read from ``cache_file`` (its name holds ``_cache_key``) when it is there and readable; else
@@ -174,53 +217,94 @@ def _processed_split(archives: LocalSet, cache_file: Path, split: str) -> tuple[
     cached = read_cache(cache_file, "processed Omniglot cache")
     if cached is not None:
         return cached["images"], tuple(cached["class_names"])
-    alphabets = _split_alphabets(archives, split)
+    characters = _split_characters(archives, split, scheme)
     drawings: dict[str, dict[str, bytes]] = defaultdict(dict)  # "Alphabet/characterNN" -> {file: png}
     for part in archives.parts:  # Greek and Latin are in both small zips: same keys, stored once
-        for alphabet, character, file_name, png in _read_pngs(part, alphabets):
-            drawings[f"{alphabet}/{character}"][file_name] = png
+        for character, file_name, png in _read_pngs(part, characters):
+            drawings[character][file_name] = png
     names = tuple(sorted(drawings))
     images = torch.stack([_character_images(drawings[name]) for name in names])
     save_atomically({"images": images, "class_names": list(names)}, cache_file)
     return images, names
 
 
-def _split_alphabets(archives: LocalSet, split: str) -> set[str]:
-    """The alphabets of ``split``: the subset's fixed table, or the full set's rule (module docstring)."""
+def _split_characters(archives: LocalSet, split: str, scheme: str) -> set[str]:
+    """The characters ``"Alphabet/characterNN"`` of ``split`` under ``scheme`` (module docstring).
+
+    Raises ``DataNotFoundError`` when the data lacks a character or alphabet the scheme's table names.
+    """
+    per_part = [_characters(part) for part in archives.parts]
+    everything = set().union(*per_part)
+    if scheme == "random":
+        return set(random_split_characters(everything, split))
+    if scheme == "vinyals":
+        listed = vinyals_characters(split)
+        missing = sorted(set(listed) - everything)
+        if missing:
+            raise DataNotFoundError(f"the Vinyals {split} list names {len(missing)} character(s) that are not in "
+                                    f"the Omniglot data, such as {missing[0]}")
+        return set(listed)
     if not _is_full(archives):
-        return set(SUBSET_SPLITS[split])
-    background, evaluation = (_alphabets(part) for part in archives.parts)
-    missing = set(FULL_VAL_ALPHABETS) - background
-    if missing:
-        raise DataNotFoundError(f"the Omniglot background set lacks the val alphabets {sorted(missing)}")
-    return {"train": background - set(FULL_VAL_ALPHABETS), "val": set(FULL_VAL_ALPHABETS),
-            "test": evaluation}[split]
+        alphabets = set(SUBSET_SPLITS[split])
+    else:
+        background, evaluation = ({name.split("/")[0] for name in names} for names in per_part)
+        missing_alphabets = set(FULL_VAL_ALPHABETS) - background
+        if missing_alphabets:
+            raise DataNotFoundError(f"the Omniglot background set lacks the val alphabets {sorted(missing_alphabets)}")
+        alphabets = {"train": background - set(FULL_VAL_ALPHABETS), "val": set(FULL_VAL_ALPHABETS),
+                     "test": evaluation}[split]
+    return {name for name in everything if name.split("/")[0] in alphabets}
 
 
-def _alphabets(part: Path) -> set[str]:
-    """The alphabet names in a zip (``top/Alphabet/...``) or an extracted folder (``Alphabet/...``)."""
+def random_split_characters(characters: Iterable[str], split: str) -> tuple[str, ...]:
+    """The ``split`` of the random scheme: MAML's and Reptile's rule, drawn from ``characters`` by a fixed seed.
+
+    The sorted names are ordered by keys from ``random.Random(RANDOM_SEED).random()`` (the one sequence of
+    ``random`` that Python promises to keep across versions); of ``n`` characters the first
+    ``round(n * 1200 / 1623)`` are train and val, the last ``round(n * 100 / 1623)`` of those val, the rest test.
+    On the full set: 1,100 train, 100 val, 423 test. Returns the split's names, sorted.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    keys = random.Random(RANDOM_SEED)
+    drawn = sorted(sorted(characters), key=lambda _: keys.random())
+    total = RANDOM_COUNTS["characters"]
+    train_and_val = round(len(drawn) * RANDOM_COUNTS["train and val"] / total)
+    val = round(len(drawn) * RANDOM_COUNTS["val"] / total)
+    chosen = {"train": drawn[:train_and_val - val], "val": drawn[train_and_val - val:train_and_val],
+              "test": drawn[train_and_val:]}[split]
+    if not chosen:
+        raise ValueError(f"the random scheme leaves the {split} split empty: {len(drawn)} characters are too few "
+                         "for its proportions (of 1,623 characters: 1,100 train, 100 val, 423 test)")
+    return tuple(sorted(chosen))
+
+
+def _characters(part: Path) -> set[str]:
+    """The characters ``"Alphabet/characterNN"`` in a zip (``top/Alphabet/characterNN/...``) or an extracted
+    folder (``Alphabet/characterNN/``)."""
     if part.is_dir():
-        return {path.name for path in part.iterdir() if path.is_dir()}
+        return {f"{path.parent.name}/{path.name}" for path in part.glob("*/*") if path.is_dir()}
     with zipfile.ZipFile(part) as archive:
-        return {name.split("/")[1] for name in archive.namelist() if name.count("/") >= 2}
+        return {"/".join(name.split("/")[1:3]) for name in archive.namelist() if name.count("/") >= 3}
 
 
-def _read_pngs(part: Path, alphabets: set[str]) -> Iterator[tuple[str, str, str, bytes]]:
-    """Yield ``(alphabet, character, file name, png bytes)`` for the drawings of ``alphabets``.
+def _read_pngs(part: Path, characters: set[str]) -> Iterator[tuple[str, str, bytes]]:
+    """Yield ``(character, file name, png bytes)`` for the drawings of ``characters`` (``"Alphabet/characterNN"``).
 
     Zips are read in place, never extracted, and only entries named exactly
     ``top/Alphabet/characterNN/file.png`` are read.
     """
     if part.is_dir():
         for path in sorted(part.glob("*/*/*.png")):
-            if path.parent.parent.name in alphabets:
-                yield path.parent.parent.name, path.parent.name, path.name, path.read_bytes()
+            character = f"{path.parent.parent.name}/{path.parent.name}"
+            if character in characters:
+                yield character, path.name, path.read_bytes()
         return
     with zipfile.ZipFile(part) as archive:
         for name in archive.namelist():
             pieces = name.split("/")
-            if len(pieces) == 4 and pieces[1] in alphabets and pieces[3].endswith(".png"):
-                yield pieces[1], pieces[2], pieces[3], archive.read(name)
+            if len(pieces) == 4 and f"{pieces[1]}/{pieces[2]}" in characters and pieces[3].endswith(".png"):
+                yield f"{pieces[1]}/{pieces[2]}", pieces[3], archive.read(name)
 
 
 def _character_images(pngs: dict[str, bytes]) -> Tensor:
