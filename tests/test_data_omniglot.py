@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import http.server
 import os
+import random
 import re
 import socket
 import threading
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from course_lib.data import ChecksumError, DataNotFoundError, UnsafeArchiveError, load_omniglot
-from course_lib.data import omniglot, sources, standin
+from course_lib.data import omniglot, sources, standin, vinyals
 from course_lib.data.sources import (CourseDataError, DownloadError, cache_dir, course_data_dir, describe_path,
                                      download, fetch, md5sum, safe_extract_zip)
 
@@ -193,6 +194,126 @@ def test_a_new_cache_folder_in_the_same_process_gets_its_processed_files(fake_fu
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "another-cache"))
     load_omniglot("test", source="real")
     assert len(processed_files()) == 1, "the in-process copy does not hide an empty disk cache"
+
+
+# --- the papers' split schemes: random (MAML's and Reptile's code) and Vinyals' (ProtoNet's) ----------------
+
+FAKE_FULL_NAMES = [f"Alphabet_{a:02d}/character{c:02d}" for a in range(50) for c in range(1, 34)][:1623]
+
+
+def test_the_random_scheme_on_1623_characters_is_1100_train_100_val_423_test_drawn_irrespective_of_alphabet():
+    shuffled = list(FAKE_FULL_NAMES)
+    random.Random(7).shuffle(shuffled)
+    splits = {split: omniglot.random_split_characters(FAKE_FULL_NAMES, split) for split in SPLITS}
+    assert {split: len(names) for split, names in splits.items()} == {"train": 1100, "val": 100, "test": 423}
+    assert len(splits["train"]) + len(splits["val"]) == 1200, "the papers' 1,200 characters, MAML's 100 val among them"
+    assert set().union(*splits.values()) == set(FAKE_FULL_NAMES), "every character in exactly one split"
+    assert sum(map(len, splits.values())) == 1623
+    assert all(omniglot.random_split_characters(shuffled, split) == splits[split] for split in SPLITS), \
+        "the draw depends on the names only, not on the order a file system lists them in"
+    train_alphabets, test_alphabets = ({name.split("/")[0] for name in splits[split]} for split in ("train", "test"))
+    assert len(train_alphabets & test_alphabets) > 40, "test characters come from the training alphabets too"
+    # the same characters on every machine and Python version: a change of the rule or seed fails here
+    digest = hashlib.md5("\n".join(splits["test"]).encode()).hexdigest()
+    assert digest == "cc6e8c01baff5af7c6edec4f992aa658"
+
+
+def test_the_random_scheme_refuses_too_few_characters_to_fill_every_split():
+    with pytest.raises(ValueError, match="leaves the val split empty: 8 characters are too few"):
+        omniglot.random_split_characters(FAKE_FULL_NAMES[:8], "val")
+    assert len(omniglot.random_split_characters(FAKE_FULL_NAMES[:9], "val")) == 1
+
+
+def add_fake_characters(root: Path, alphabet: str, numbers) -> None:
+    for number in numbers:
+        write_fake_character(root / "images_background" / alphabet / f"character{number:02d}")
+
+
+def test_the_random_scheme_on_a_fake_full_set_follows_the_rule_with_rotations_on_train_only(fake_full_set):
+    add_fake_characters(fake_full_set, "Latin", range(2, 9))  # 14 characters: 9 train, 1 val, 4 test
+    loaded = {split: load_omniglot(split, scheme="random", source="real") for split in SPLITS}
+    everything = [*(f"{a}/character01" for a in (*omniglot.FULL_VAL_ALPHABETS, "Latin", "Angelic")),
+                  *(f"Latin/character{n:02d}" for n in range(2, 9))]
+    for split, dataset in loaded.items():
+        assert tuple(dataset.base_class_names) == omniglot.random_split_characters(everything, split)
+        assert "random scheme" in dataset.source and "full set" in dataset.source
+    assert [loaded[split].num_base_classes for split in SPLITS] == [9, 1, 4]
+    assert loaded["train"].rotations and loaded["train"].num_classes == 36
+    assert not loaded["val"].rotations and not loaded["test"].rotations
+    assert all(name.split("-")[1] == "random" for name in processed_files())
+
+
+def test_the_scheme_is_part_of_the_processed_caches_key(fake_full_set):
+    add_fake_characters(fake_full_set, "Latin", range(2, 9))
+    by_alphabet = load_omniglot("test", source="real")
+    at_random = load_omniglot("test", scheme="random", source="real")
+    assert alphabets(by_alphabet) == {"Angelic"} and by_alphabet.base_class_names != at_random.base_class_names
+    assert len(processed_files()) == 2
+    omniglot._processed_split.cache_clear()    # a new process reads each scheme's own file
+    assert load_omniglot("test", scheme="random", source="real").base_class_names == at_random.base_class_names
+
+
+def git_blob_id(text: str) -> str:
+    """The id git gives a file holding ``text``: sha1 of ``blob <size>\\0`` and the bytes."""
+    data = text.encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_the_vinyals_table_expands_to_the_published_lists_byte_for_byte():
+    def published(split):
+        return "".join(f"{name}/rot{angle:03d}\n" for name in vinyals.vinyals_characters(split)
+                       for angle in (0, 90, 180, 270))
+    # git blob ids of data/omniglot/splits/vinyals/*.txt in jakesnell/prototypical-networks, commit c9bb4d2
+    assert git_blob_id(published("train")) == "1700c3bfc67fb5f28fa432e85469bff7356ac95e"
+    assert git_blob_id(published("val")) == "193c2e29608b94fa54d18b3c8d85f94f5fca7743"
+    assert git_blob_id(published("test")) == "fe895e26218a3d2e35a540c4ca5c9812911006e9"
+    assert git_blob_id(published("train") + published("val")) == "53e568bb13c5c4731e458ed256a0f8551729b3e5", \
+        "their trainval.txt is train then val"
+    names = [name for split in SPLITS for name in vinyals.vinyals_characters(split)]
+    assert [len(vinyals.vinyals_characters(split)) for split in SPLITS] == [1028, 172, 423]
+    assert len(set(names)) == 1623
+
+
+@pytest.fixture
+def tiny_vinyals_lists(monkeypatch):
+    """Vinyals lists naming the fake full set's characters (the real ones name 1,623 characters)."""
+    for split, runs in {"train": (("Latin", 1, 1), ("Bengali", 1, 1)), "val": (("Hebrew", 1, 1),),
+                        "test": (("Angelic", 1, 1),)}.items():
+        monkeypatch.setitem(vinyals.VINYALS_SPLITS, split, runs)
+
+
+def test_the_vinyals_scheme_reads_the_lists_with_every_split_rotated(fake_full_set, tiny_vinyals_lists):
+    loaded = {split: load_omniglot(split, scheme="vinyals", source="real") for split in SPLITS}
+    assert {split: tuple(d.base_class_names) for split, d in loaded.items()} == {
+        "train": ("Bengali/character01", "Latin/character01"), "val": ("Hebrew/character01",),
+        "test": ("Angelic/character01",)}
+    assert all(d.rotations and d.num_classes == 4 * d.num_base_classes for d in loaded.values()), \
+        "the lists name four rotations of every character, val and test included"
+    assert "Vinyals" in loaded["test"].source
+    assert not load_omniglot("test", scheme="vinyals", source="real", rotations=False).rotations
+
+
+def test_the_vinyals_scheme_rejects_a_list_naming_a_character_not_in_the_data(fake_full_set, tiny_vinyals_lists,
+                                                                              monkeypatch):
+    monkeypatch.setitem(vinyals.VINYALS_SPLITS, "test", (("Angelic", 1, 3),))
+    with pytest.raises(DataNotFoundError, match=re.escape("the Vinyals test list names 2 character(s) that are "
+                                                          "not in the Omniglot data, such as Angelic/character02")):
+        load_omniglot("test", scheme="vinyals", source="real")
+
+
+def test_on_the_small_subset_random_is_scaled_and_vinyals_is_the_announced_alphabet_split(course_data, monkeypatch,
+                                                                                          tmp_path, capsys):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    at_random = {split: load_omniglot(split, scheme="random", source="real") for split in SPLITS}
+    assert [at_random[split].num_base_classes for split in SPLITS] == [164, 15, 63], "242 * (1100, 100, 423) / 1623"
+    assert len(set().union(*(d.base_class_names for d in at_random.values()))) == 242
+    assert capsys.readouterr().out == ""
+    test = load_omniglot("test", scheme="vinyals", source="real")
+    val = load_omniglot("val", scheme="vinyals", source="real")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "Vinyals split names characters of the full Omniglot set only" in out
+    assert alphabets(test) == set(omniglot.SUBSET_SPLITS["test"]) and alphabets(val) == {"Tagalog"}
+    assert test.rotations and val.rotations, "rotated as the Vinyals lists are"
 
 
 def test_a_corrupt_zip_in_course_data_is_a_checksum_error(monkeypatch, tmp_path):
@@ -430,9 +551,11 @@ def test_auto_without_data_or_network_announces_the_standin(no_data_anywhere, ca
     assert "not real Omniglot" in dataset.source and dataset.num_classes == 200
 
 
-def test_invalid_split_or_source_is_a_clear_error():
+def test_invalid_split_scheme_or_source_is_a_clear_error():
     with pytest.raises(ValueError, match="train, val, test"):
         load_omniglot("validation")
+    with pytest.raises(ValueError, match="unknown scheme 'maml': choose one of alphabets, random, vinyals"):
+        load_omniglot("train", scheme="maml")
     with pytest.raises(ValueError, match="auto, real, standin"):
         load_omniglot("train", source="internet")
 
