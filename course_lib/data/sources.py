@@ -491,7 +491,8 @@ _announced: set[str] = set()
 
 
 def announce_fallback(message: str) -> None:
-    """Print that a loader fell back to an offline stand-in, once per message and process.
+    """Print that a loader fell back (to an offline stand-in, or Omniglot's subset to its alphabet split), once
+    per message and process.
 
     A notebook loads three splits; one sentence says it, not three.
     """
