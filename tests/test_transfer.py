@@ -226,6 +226,45 @@ def test_chen_heads_are_deterministic_given_the_seed(adapt):
     assert torch.equal(first, adapt(*args)), "the global torch seed plays no part"
 
 
+def chen_replica(cosine, support, support_y, query, n_way=5, seed=0):
+    """Chen et al.'s ``BaselineFinetune.set_forward_adaptation`` line by line, with nn modules: a fresh
+    ``nn.Linear`` (Baseline) or ``distLinear`` (Baseline++: weight norm, features / (||x|| + 1e-5), scale 2),
+    their SGD, 100 epochs of a random permutation cut into batches of 4; the draws taken from a generator
+    in the order the library takes them, so the two must agree to rounding."""
+    generator = torch.Generator().manual_seed(seed)
+    dim, n = support.shape[-1], len(support_y)
+    layer = torch.nn.Linear(dim, n_way, bias=not cosine)
+    with torch.no_grad():
+        layer.weight.copy_((2 * torch.rand((n_way, dim), generator=generator) - 1) / dim ** 0.5)
+        if not cosine:
+            layer.bias.copy_((2 * torch.rand((n_way,), generator=generator) - 1) / dim ** 0.5)
+    if cosine:
+        layer = torch.nn.utils.parametrizations.weight_norm(layer, "weight", dim=0)
+
+    def scores(z):
+        return 2 * layer(z / (z.norm(dim=1, keepdim=True) + 1e-5)) if cosine else layer(z)
+
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.01, momentum=0.9, dampening=0.9, weight_decay=0.001)
+    for _ in range(100):
+        rand_id = torch.rand(n, generator=generator).argsort()
+        for i in range(0, n, 4):
+            optimizer.zero_grad()
+            selected = rand_id[i:min(i + 4, n)]
+            F.cross_entropy(scores(support[selected]), support_y[selected]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return scores(query)
+
+
+@pytest.mark.parametrize("cosine, adapt", [(False, transfer.chen_baseline), (True, transfer.chen_baseline_plus_plus)])
+def test_chen_heads_match_a_line_by_line_replica_of_their_code(cosine, adapt):
+    episode = separable_episode(k_shot=3)
+    args = episode.support_x, episode.support_y, episode.query_x
+    ours, theirs = adapt(*args, 5, seed=2), chen_replica(cosine, *args, seed=2)
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    assert not torch.allclose(theirs, chen_replica(cosine, *args, seed=3), atol=1e-2), "the draws matter"
+
+
 def test_chen_cosine_scale_follows_their_rule():
     assert [transfer.chen_cosine_scale(n) for n in (5, 200, 201, 548)] == [2.0, 2.0, 10.0, 10.0]
 
