@@ -302,7 +302,8 @@ CHEN_SGD = {"lr": 0.01, "momentum": 0.9, "dampening": 0.9, "weight_decay": 1e-3}
 
 
 def _fresh_linear(shape: tuple[int, ...], fan_in: int, generator: torch.Generator, like: Tensor) -> Tensor:
-    """A tensor of ``shape`` drawn like ``nn.Linear``'s default initialisation, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    """A tensor of ``shape`` drawn like ``nn.Linear``'s default initialisation: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    from ``generator`` (on the CPU, then moved to the device and dtype of ``like``)."""
     bound = fan_in ** -0.5
     return ((2 * torch.rand(shape, generator=generator) - 1) * bound).to(like)
 
@@ -347,8 +348,8 @@ def chen_baseline_plus_plus(support_features: Tensor, support_y: Tensor, query_f
     direction.requires_grad_()
     scale = chen_cosine_scale(n_way) if scale is None else scale
     optimizer = torch.optim.SGD([direction, gain], **CHEN_SGD)
-    direction, gain = fit_head(lambda x, v, g: cosine_logits(x, v, scale, g), [direction, gain], support_features, support_y, optimizer, epochs,
-                               batch_size, generator)
+    direction, gain = fit_head(lambda x, v, g: cosine_logits(x, v, scale, g), [direction, gain], support_features,
+                               support_y, optimizer, epochs, batch_size, generator)
     return cosine_logits(query_features, direction, scale, gain)
 
 
