@@ -1,4 +1,5 @@
-"""Transfer-learning baselines: the probe, fine-tuning a copy, frozen batch norm, and pretraining on real Omniglot."""
+"""Transfer-learning baselines: the probe, Chen et al.'s Baseline and Baseline++, fine-tuning a copy, frozen batch norm,
+and pretraining on real Omniglot."""
 from functools import lru_cache, partial
 
 import pytest
@@ -81,7 +82,8 @@ def test_fine_tuning_adapts_a_copy_and_leaves_the_pretrained_model_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     episode = EpisodeSampler(image_dataset(seed=1), 5, 1, 3).sample(torch.Generator().manual_seed(0))
     adapted = transfer.fine_tune(model, episode.support_x, episode.support_y, 5)
-    for predict in (transfer.fine_tune_predict, transfer.fine_tune_head_predict, transfer.linear_probe_predict):
+    for predict in (transfer.fine_tune_predict, transfer.fine_tune_head_predict, transfer.linear_probe_predict,
+                    transfer.chen_baseline_predict, transfer.chen_baseline_plus_plus_predict):
         assert predict(model, episode).shape == (15, 5)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the pretrained weights and statistics are unchanged"
@@ -170,6 +172,131 @@ def test_cosine_head_logits_are_scaled_cosines():
     assert torch.allclose(logits, head(10 * features), atol=1e-5)
     assert torch.allclose(logits, head.scale * F.cosine_similarity(features[:, None], head.weight[None], dim=-1),
                           atol=1e-5)
+
+
+CHEN_HEADS = [transfer.chen_baseline, transfer.chen_baseline_plus_plus]
+
+
+@pytest.mark.parametrize("adapt", CHEN_HEADS)
+def test_chen_heads_separate_linearly_separable_features(adapt):
+    episode = separable_episode(k_shot=1)
+    assert torch.equal(adapt(episode.support_x, episode.support_y, episode.query_x, 5).argmax(1), episode.query_y)
+
+
+@pytest.mark.parametrize("adapt", CHEN_HEADS)
+@pytest.mark.parametrize("k_shot, batch_sizes", [(1, [4, 1]), (2, [4, 4, 2])])
+def test_chen_heads_take_100_epochs_of_batches_of_4_with_their_sgd_settings(adapt, k_shot, batch_sizes,
+                                                                           monkeypatch):
+    steps, settings, seen_batches = [], [], []
+    sgd_step = torch.optim.SGD.step
+
+    def recording_step(optimizer, *args, **kwargs):
+        steps.append(1)
+        settings.append({key: optimizer.param_groups[0][key] for key in transfer.CHEN_SGD} |
+                        {"nesterov": optimizer.param_groups[0]["nesterov"],
+                         "parameters": sum(p.numel() for p in optimizer.param_groups[0]["params"])})
+        return sgd_step(optimizer, *args, **kwargs)
+
+    cross_entropy = F.cross_entropy
+
+    def recording_cross_entropy(scores, targets, **kwargs):
+        seen_batches.append(len(targets))
+        return cross_entropy(scores, targets, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    monkeypatch.setattr(transfer.F, "cross_entropy", recording_cross_entropy)
+    episode = separable_episode(k_shot=k_shot)
+    adapt(episode.support_x, episode.support_y, episode.query_x, 5)
+    assert len(steps) == 100 * len(batch_sizes), "100 epochs, one step per mini-batch"
+    assert seen_batches == 100 * batch_sizes, "consecutive batches of 4 of each epoch, the last one smaller"
+    expected = {"lr": 0.01, "momentum": 0.9, "dampening": 0.9, "weight_decay": 0.001, "nesterov": False,
+                "parameters": 5 * 16 + 5}          # W and b, or the cosine head's directions and class norms
+    assert all(s == expected for s in settings), settings[0]
+
+
+@pytest.mark.parametrize("adapt", CHEN_HEADS)
+def test_chen_heads_are_deterministic_given_the_seed(adapt):
+    episode = separable_episode(k_shot=2)
+    args = episode.support_x, episode.support_y, episode.query_x, 5
+    assert torch.equal(adapt(*args, seed=3), adapt(*args, seed=3))
+    assert not torch.allclose(adapt(*args, seed=3), adapt(*args, seed=4)), "the seed sets the initialisation and order"
+    torch.manual_seed(0)
+    first = adapt(*args)
+    torch.manual_seed(1)
+    assert torch.equal(first, adapt(*args)), "the global torch seed plays no part"
+
+
+def chen_replica(cosine, support, support_y, query, n_way=5, seed=0):
+    """Chen et al.'s ``BaselineFinetune.set_forward_adaptation`` line by line, with nn modules: a fresh
+    ``nn.Linear`` (Baseline) or ``distLinear`` (Baseline++: weight norm, features / (||x|| + 1e-5), scale 2),
+    their SGD, 100 epochs of a random permutation cut into batches of 4; the draws taken from a generator
+    in the order the library takes them, so the two must agree to rounding."""
+    generator = torch.Generator().manual_seed(seed)
+    dim, n = support.shape[-1], len(support_y)
+    layer = torch.nn.Linear(dim, n_way, bias=not cosine)
+    with torch.no_grad():
+        layer.weight.copy_((2 * torch.rand((n_way, dim), generator=generator) - 1) / dim ** 0.5)
+        if not cosine:
+            layer.bias.copy_((2 * torch.rand((n_way,), generator=generator) - 1) / dim ** 0.5)
+    if cosine:
+        layer = torch.nn.utils.parametrizations.weight_norm(layer, "weight", dim=0)
+
+    def scores(z):
+        return 2 * layer(z / (z.norm(dim=1, keepdim=True) + 1e-5)) if cosine else layer(z)
+
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.01, momentum=0.9, dampening=0.9, weight_decay=0.001)
+    for _ in range(100):
+        rand_id = torch.rand(n, generator=generator).argsort()
+        for i in range(0, n, 4):
+            optimizer.zero_grad()
+            selected = rand_id[i:min(i + 4, n)]
+            F.cross_entropy(scores(support[selected]), support_y[selected]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return scores(query)
+
+
+@pytest.mark.parametrize("cosine, adapt", [(False, transfer.chen_baseline), (True, transfer.chen_baseline_plus_plus)])
+def test_chen_heads_match_a_line_by_line_replica_of_their_code(cosine, adapt):
+    episode = separable_episode(k_shot=3)
+    args = episode.support_x, episode.support_y, episode.query_x
+    ours, theirs = adapt(*args, 5, seed=2), chen_replica(cosine, *args, seed=2)
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    assert not torch.allclose(theirs, chen_replica(cosine, *args, seed=3), atol=1e-2), "the draws matter"
+
+
+def test_chen_cosine_scale_follows_their_rule():
+    assert [transfer.chen_cosine_scale(n) for n in (5, 200, 201, 548)] == [2.0, 2.0, 10.0, 10.0]
+
+
+def test_baseline_plus_plus_logits_are_the_scale_times_class_norm_times_cosine(monkeypatch):
+    fitted = []
+    fit_head = transfer.fit_head
+
+    def recording_fit_head(*args, **kwargs):
+        fitted.append(fit_head(*args, **kwargs))
+        return fitted[-1]
+
+    monkeypatch.setattr(transfer, "fit_head", recording_fit_head)
+    episode = separable_episode(k_shot=2)
+    logits = transfer.chen_baseline_plus_plus(episode.support_x, episode.support_y, episode.query_x, 5)
+    (direction, gain), = fitted
+    assert direction.shape == (5, 16) and gain.shape == (5,)
+    assert not torch.allclose(gain, direction.norm(dim=-1)), "the class norms are learnt apart from the directions"
+    cosines = F.cosine_similarity(episode.query_x[:, None], direction[None], dim=-1)
+    assert torch.allclose(logits, 2.0 * gain * cosines, atol=1e-5), "scale 2 for a 5-way head"
+    longer = transfer.chen_baseline_plus_plus(episode.support_x, episode.support_y, 7 * episode.query_x, 5)
+    assert torch.allclose(logits, longer, atol=1e-5), "a query's length does not matter, only its direction"
+    rescaled = transfer.chen_baseline_plus_plus(episode.support_x, episode.support_y, episode.query_x, 5, scale=10)
+    assert not torch.allclose(rescaled, logits)
+
+
+def test_fit_head_refuses_an_empty_batch():
+    episode = separable_episode()
+    weight = torch.zeros(5, 16, requires_grad=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        transfer.fit_head(lambda x, w: x @ w.T, [weight], episode.support_x, episode.support_y,
+                          torch.optim.SGD([weight], lr=0.1), 1, batch_size=0)
 
 
 @lru_cache(maxsize=None)

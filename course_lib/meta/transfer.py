@@ -12,15 +12,20 @@ Derived in 02_transfer_learning. Two stages, and neither optimises over tasks:
    set is predicted with it:
 
    * :func:`linear_probe`: logistic regression on frozen, L2-normalised features (Tian et al. 2020);
-   * :func:`fine_tune_head`: a new linear head trained by SGD on frozen features (the idea of the
-     "Baseline" of Chen et al. 2019, not their recipe: theirs trains a freshly initialised layer
-     for 100 epochs of mini-batches of 4, SGD lr 0.01, momentum 0.9, dampening 0.9, weight decay
-     0.001), the same recipe as
-   * :func:`fine_tune`: a copy of the whole network trained by SGD with a new head.
+   * :func:`fine_tune_head`: a new linear head trained by a few full-batch SGD steps on frozen
+     features from ``W = 0``, the same recipe as
+   * :func:`fine_tune`: a copy of the whole network trained by SGD with a new head;
+   * :func:`chen_baseline` and :func:`chen_baseline_plus_plus`: the "Baseline" and "Baseline++" of
+     Chen et al. 2019 as their code adapts (``methods/baselinefinetune.py``): a freshly initialised
+     linear layer (Baseline) or cosine layer (Baseline++, ``backbone.distLinear``) trained on the
+     frozen support features for 100 epochs of mini-batches of 4, SGD with learning rate 0.01,
+     momentum 0.9, dampening 0.9 and weight decay 0.001 (:data:`CHEN_SGD`).
 
-   ``linear_probe_predict``, ``fine_tune_head_predict`` and ``fine_tune_predict`` wrap them as
-   ``predict(model, episode) -> query logits [N*Q, N]`` for ``evaluate_episodes``. With a network
-   from :func:`freeze_batch_norm` none of them is transductive.
+   All heads are fitted by one loop, :func:`fit_head`. ``linear_probe_predict``,
+   ``fine_tune_head_predict``, ``fine_tune_predict``, ``chen_baseline_predict`` and
+   ``chen_baseline_plus_plus_predict`` wrap them as ``predict(model, episode) -> query logits
+   [N*Q, N]`` for ``evaluate_episodes``. With a network from :func:`freeze_batch_norm` none of
+   them is transductive.
 
 **Batch norm.** The course's conv net normalises with the statistics of the batch at hand, also at
 test time. A pretrained network is used here the usual transfer-learning way instead:
@@ -89,13 +94,30 @@ class ClassificationSampler(TaskSampler[LabelledBatch]):
         return LabelledBatch(x, classes)
 
 
+def cosine_logits(features: Tensor, weight: Tensor, scale: float, gain: Tensor | None = None) -> Tensor:
+    """``scale * g_k * cos(w_k, x)`` for every row: ``[..., n, D]``, ``[..., N, D]`` -> ``[..., n, N]``.
+
+    ``gain: [..., N]`` is the class-wise learnable norm ``g_k`` of Chen et al.'s ``distLinear``
+    (weight normalisation, ``w = g v / ||v||``); without it every ``g_k = 1``.
+    """
+    cosines = F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).transpose(-2, -1)
+    return scale * (cosines if gain is None else cosines * gain.unsqueeze(-2))
+
+
+def chen_cosine_scale(n_classes: int) -> float:
+    """The fixed scale of Chen et al.'s cosine head (``backbone.distLinear``): 2 for at most 200 classes,
+    else 10 ("in omniglot, a larger scale factor is required to handle >1000 output classes")."""
+    return 2.0 if n_classes <= 200 else 10.0
+
+
 class CosineClassifier(nn.Module):
     """The "Baseline++" head of Chen et al. 2019: ``logits_k = scale * cos(w_k, f(x))``.
 
     ``[B, in_features]`` -> ``[B, n_classes]``. With weights and features normalised, a class is a
     *direction* in feature space, and pretraining pulls the features of a class together in angle.
     The fixed ``scale`` sharpens the softmax: cosines in [-1, 1] are too flat for a cross-entropy
-    over hundreds of classes.
+    over hundreds of classes (10 is Chen et al.'s value above 200 classes, :func:`chen_cosine_scale`).
+    Chen et al.'s layer also learns a norm per class; this pretraining head does not.
     """
 
     def __init__(self, in_features: int, n_classes: int, scale: float = 10.0):
@@ -104,7 +126,7 @@ class CosineClassifier(nn.Module):
         self.scale = scale
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+        return cosine_logits(features, self.weight, self.scale)
 
 
 def pretraining_model(num_classes: int, cosine: bool = False, **convnet_kwargs) -> ConvNet:
@@ -178,6 +200,52 @@ def linear_logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return features @ weight.transpose(-2, -1) + bias.unsqueeze(-2)
 
 
+def fit_head(logits: Callable[..., Tensor], params: Sequence[Tensor], features: Tensor, labels: Tensor,
+             optimizer: torch.optim.Optimizer, epochs: int, batch_size: int | None = None,
+             generator: torch.Generator | None = None,
+             penalty: Callable[[], Tensor] | None = None) -> list[Tensor]:
+    """The one loop that fits a new head on frozen features; returns the fitted ``params``, detached.
+
+    ``logits(x, *params) -> [..., b, N]`` is the head on features ``x: [..., b, D]``; ``features:
+    [..., n, D]`` and ``labels: [..., n]`` are the support sets, leading dimensions separate episodes.
+    Each of ``epochs`` epochs runs over the support set once:
+
+    * ``batch_size=None``: one full-batch step, ``L = 1/n sum_i CE(logits(x_i), y_i) + penalty()``;
+    * ``batch_size=B``: a new random order of the ``n`` examples (one per episode, drawn from
+      ``generator``), cut into consecutive mini-batches of ``B`` (the last one smaller, as in Chen
+      et al.'s loop), one step on each with the mean cross-entropy of the batch.
+
+    The loss sums the episodes' own losses, so each episode's parameters get the gradient of its
+    own loss; SGD and Adam update every entry from its own gradient, so a stack of episodes is
+    fitted as if one by one (with random orders: the same in distribution, not the same draws).
+    ``optimizer`` is built on ``params``; ``features`` is not modified.
+    """
+    features = features.detach()
+    n = features.shape[-2]
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of support examples, got {batch_size}")
+    with torch.enable_grad():
+        for _ in range(epochs):
+            if batch_size is None:
+                batches = [(features, labels)]
+            else:
+                order = torch.rand(*labels.shape, generator=generator).argsort(-1).to(labels.device)
+                batches = []
+                for start in range(0, n, batch_size):
+                    index = order[..., start:start + batch_size]
+                    batches.append((features.gather(-2, index.unsqueeze(-1).expand(*index.shape, features.shape[-1])),
+                                    labels.gather(-1, index)))
+            for x, y in batches:
+                scores = logits(x, *params)
+                loss = F.cross_entropy(scores.flatten(0, -2), y.flatten(), reduction="sum") / y.shape[-1]
+                if penalty is not None:
+                    loss = loss + penalty()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return [p.detach() for p in params]
+
+
 def fit_linear_head(features: Tensor, labels: Tensor, n_way: int, steps: int, lr: float,
                     weight_decay: float = 0.0, optimizer: str = "adam") -> tuple[Tensor, Tensor]:
     """A new N-way linear head ``(W: [..., N, D], b: [..., N])`` fitted on ``features: [..., n, D]``.
@@ -186,10 +254,9 @@ def fit_linear_head(features: Tensor, labels: Tensor, n_way: int, steps: int, lr
 
         L(W, b) = 1/n sum_i CE(W x_i + b, y_i) + weight_decay / 2 * ||W||^2,
 
-    by ``steps`` steps of ``"adam"`` or ``"sgd"`` (momentum 0.9). Leading dimensions are separate
-    episodes: the summed loss gives each episode's ``W, b`` the gradient of its own loss, and both
-    optimizers update every entry from its own gradient, so a stack of episodes is fitted at once
-    with the result of fitting them one by one. ``features`` is not modified.
+    by ``steps`` steps of ``"adam"`` or ``"sgd"`` (momentum 0.9), in :func:`fit_head`. Leading
+    dimensions are separate episodes, fitted at once with the result of fitting them one by one.
+    ``features`` is not modified.
     """
     features = features.detach()
     weight = features.new_zeros(*features.shape[:-2], n_way, features.shape[-1], requires_grad=True)
@@ -200,15 +267,9 @@ def fit_linear_head(features: Tensor, labels: Tensor, n_way: int, steps: int, lr
         step = torch.optim.SGD([weight, bias], lr=lr, momentum=0.9)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}: choose adam or sgd")
-    with torch.enable_grad():
-        for _ in range(steps):
-            logits = linear_logits(features, weight, bias)
-            loss = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum") / labels.shape[-1]
-            loss = loss + weight_decay / 2 * weight.pow(2).sum()
-            step.zero_grad()
-            loss.backward()
-            step.step()
-    return weight.detach(), bias.detach()
+    weight, bias = fit_head(linear_logits, [weight, bias], features, labels, step, steps,
+                            penalty=lambda: weight_decay / 2 * weight.pow(2).sum())
+    return weight, bias
 
 
 def linear_probe(support_features: Tensor, support_y: Tensor, query_features: Tensor, n_way: int,
@@ -234,6 +295,62 @@ def fine_tune_head(support_features: Tensor, support_y: Tensor, query_features: 
     """
     weight, bias = fit_linear_head(support_features, support_y, n_way, steps, lr, optimizer="sgd")
     return linear_logits(query_features, weight, bias)
+
+
+CHEN_SGD = {"lr": 0.01, "momentum": 0.9, "dampening": 0.9, "weight_decay": 1e-3}
+"""The optimizer settings of Chen et al.'s adaptation (``methods/baselinefinetune.py``): ``torch.optim.SGD``."""
+
+
+def _fresh_linear(shape: tuple[int, ...], fan_in: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """A tensor of ``shape`` drawn like ``nn.Linear``'s default initialisation: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    from ``generator`` (on the CPU, then moved to the device and dtype of ``like``)."""
+    bound = fan_in ** -0.5
+    return ((2 * torch.rand(shape, generator=generator) - 1) * bound).to(like)
+
+
+def chen_baseline(support_features: Tensor, support_y: Tensor, query_features: Tensor, n_way: int,
+                  epochs: int = 100, batch_size: int = 4, seed: int = 0) -> Tensor:
+    """Query logits ``[..., N*Q, N]`` of Chen et al.'s "Baseline": a fresh linear layer on frozen features.
+
+    ``W x + b`` on the raw features, ``W: [N, D], b: [N]`` initialised as ``nn.Linear`` does (uniform
+    in ``+-1/sqrt(D)``, from ``torch.Generator().manual_seed(seed)``), then :func:`fit_head`: ``epochs``
+    epochs of mini-batches of ``batch_size`` in a random order, ``torch.optim.SGD(**CHEN_SGD)`` (lr 0.01,
+    momentum 0.9, dampening 0.9, weight decay 0.001 on every parameter), mean cross-entropy per batch.
+    Shapes: support ``[..., N*K, D]`` and ``[..., N*K]``, query ``[..., N*Q, D]``; leading dimensions are
+    episodes (each its own initialisation and orders, so a stack differs from one by one in the draws).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    lead, dim = support_features.shape[:-2], support_features.shape[-1]
+    weight = _fresh_linear((*lead, n_way, dim), dim, generator, support_features).requires_grad_()
+    bias = _fresh_linear((*lead, n_way), dim, generator, support_features).requires_grad_()
+    optimizer = torch.optim.SGD([weight, bias], **CHEN_SGD)
+    weight, bias = fit_head(linear_logits, [weight, bias], support_features, support_y, optimizer, epochs,
+                            batch_size, generator)
+    return linear_logits(query_features, weight, bias)
+
+
+def chen_baseline_plus_plus(support_features: Tensor, support_y: Tensor, query_features: Tensor, n_way: int,
+                            epochs: int = 100, batch_size: int = 4, seed: int = 0,
+                            scale: float | None = None) -> Tensor:
+    """Query logits ``[..., N*Q, N]`` of Chen et al.'s "Baseline++": a fresh cosine layer on frozen features.
+
+    ``logits_k = s * g_k * cos(v_k, x)``, their ``backbone.distLinear``: a linear layer without bias on
+    L2-normalised features, weight-normalised (``w_k = g_k v_k / ||v_k||``, ``g_k`` a learnt norm per
+    class, initially ``||v_k||``), times a fixed scale ``s = chen_cosine_scale(n_way)`` (2 for a 5-way
+    task) unless ``scale`` is given. ``v`` is initialised as ``nn.Linear`` does, from
+    ``torch.Generator().manual_seed(seed)``, and ``(v, g)`` are fitted exactly as in
+    :func:`chen_baseline`. (Their code divides by ``||x|| + 1e-5``, here ``max(||x||, 1e-12)``.)
+    """
+    generator = torch.Generator().manual_seed(seed)
+    lead, dim = support_features.shape[:-2], support_features.shape[-1]
+    direction = _fresh_linear((*lead, n_way, dim), dim, generator, support_features)
+    gain = direction.norm(dim=-1).requires_grad_()
+    direction.requires_grad_()
+    scale = chen_cosine_scale(n_way) if scale is None else scale
+    optimizer = torch.optim.SGD([direction, gain], **CHEN_SGD)
+    direction, gain = fit_head(lambda x, v, g: cosine_logits(x, v, scale, g), [direction, gain], support_features,
+                               support_y, optimizer, epochs, batch_size, generator)
+    return cosine_logits(query_features, direction, scale, gain)
 
 
 def fine_tune(model: ConvNet, support_x: Tensor, support_y: Tensor, n_way: int, steps: int = 10,
@@ -281,6 +398,18 @@ def fine_tune_predict(model: ConvNet, episode: Episode, **fine_tune_kwargs) -> T
     adapted = fine_tune(model, episode.support_x, episode.support_y, _n_way(episode), **fine_tune_kwargs)
     with torch.no_grad():
         return adapted(episode.query_x)
+
+
+def chen_baseline_predict(model: ConvNet, episode: Episode, **baseline_kwargs) -> Tensor:
+    """Adapt by Chen et al.'s Baseline on the frozen features of ``model``: query logits ``[N*Q, N]``."""
+    support, query = embed_episode(model, episode)
+    return chen_baseline(support, episode.support_y, query, _n_way(episode), **baseline_kwargs)
+
+
+def chen_baseline_plus_plus_predict(model: ConvNet, episode: Episode, **baseline_kwargs) -> Tensor:
+    """Adapt by Chen et al.'s Baseline++ on the frozen features of ``model``: query logits ``[N*Q, N]``."""
+    support, query = embed_episode(model, episode)
+    return chen_baseline_plus_plus(support, episode.support_y, query, _n_way(episode), **baseline_kwargs)
 
 
 def evaluate_feature_episodes(adapt: Callable[[Tensor, Tensor, Tensor, int], Tensor],
