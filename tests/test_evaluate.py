@@ -51,3 +51,34 @@ def test_evaluate_rejects_bad_requests():
 def test_eval_result_formats_regression():
     result = EvalResult("mse", torch.tensor([1.0, 3.0]))
     assert str(result).startswith("mse 2.000 ±")
+
+
+@pytest.mark.parametrize("explicit_batch_norm", [False, True])
+def test_one_query_at_a_time_is_a_pass_over_the_support_and_that_query(explicit_batch_norm):
+    from course_lib.evaluate import one_query_at_a_time
+    from course_lib.models import ConvNet
+
+    torch.manual_seed(0)
+    net = ConvNet(hidden=4, n_blocks=2, image_size=12, explicit_batch_norm=explicit_batch_norm).double().eval()
+    support_x, query_x = torch.rand(4, 1, 12, 12, dtype=torch.float64), torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        support, query = one_query_at_a_time(net, support_x, query_x, vectorised=False)
+        assert support.shape == (5, 4, 36) and query.shape == (5, 36)
+        for i in range(5):
+            alone = net(torch.cat([support_x, query_x[i:i + 1]]))
+            assert torch.allclose(support[i], alone[:4]) and torch.allclose(query[i], alone[4])
+        # torch.func.vmap over the queries (CUDA's choice) gives the loop's outputs
+        vmapped = one_query_at_a_time(net, support_x, query_x, vectorised=True)
+        assert torch.allclose(vmapped[0], support, atol=1e-12) and torch.allclose(vmapped[1], query, atol=1e-12)
+        # the support set's outputs differ between passes: batch statistics include the query
+        assert not torch.allclose(support[0], support[1])
+        assert not torch.allclose(net(torch.cat([support_x, query_x]))[4:], query), "one pass is transductive"
+
+
+def test_uses_batch_statistics_tells_batch_norm_without_running_statistics():
+    from course_lib.evaluate import uses_batch_statistics
+    from course_lib.models import MLP, ConvNet
+
+    assert uses_batch_statistics(ConvNet()) and uses_batch_statistics(ConvNet(explicit_batch_norm=True))
+    assert not uses_batch_statistics(MLP())
+    assert not uses_batch_statistics(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))

@@ -6,7 +6,7 @@ from torch.nn import functional as F
 
 from course_lib.data.base import ClassDataset
 from course_lib.course.cost import peak_saved_megabytes
-from course_lib.data.episodes import EpisodeSampler
+from course_lib.data.episodes import Episode, EpisodeSampler
 from course_lib.data.sinusoid import SinusoidTasks
 from course_lib.meta import maml_higher
 from course_lib.meta.maml import MAML
@@ -174,6 +174,35 @@ def test_predict_adapts_without_touching_the_model():
     assert all(p.grad is None for p in net.parameters())
     unadapted = MAML(net, eval_inner_steps=0).predict(episode)
     assert not torch.allclose(logits, unadapted), "three inner steps must change the predictions"
+
+
+def other_queries_replaced(episode, keep):
+    """The episode with every query but the first ``keep`` replaced by other images (and labels kept)."""
+    others = torch.rand(episode.query_x[keep:].shape, generator=torch.Generator().manual_seed(7),
+                        dtype=episode.query_x.dtype)
+    return Episode(episode.support_x, episode.support_y, torch.cat([episode.query_x[:keep], others]),
+                   episode.query_y, episode.task)
+
+
+def test_non_transductive_predict_ignores_the_other_queries():
+    episode = image_tasks(n_query=3)[0]
+    maml = MAML(small_convnet().float(), inner_lr=0.4, eval_inner_steps=3, transductive=False)
+    logits = maml.predict(episode)
+    changed = other_queries_replaced(episode, keep=2)
+    assert torch.allclose(maml.predict(changed)[:2], logits[:2], atol=1e-6), "a query must not see the others"
+    # ... it is the query's row of a pass over [support set; that query] at the adapted weights ...
+    fast_weights = maml.adapt(episode.support_x, episode.support_y, training=False)
+    with torch.no_grad():
+        alone = functional_call(maml.net, fast_weights, (torch.cat([episode.support_x, episode.query_x[:1]]),))
+    assert torch.allclose(logits[0], alone[-1], atol=1e-6)
+    # ... whereas the default, transductive prediction changes with the other queries.
+    maml.transductive = True
+    assert not torch.allclose(maml.predict(changed)[:2], maml.predict(episode)[:2])
+    # Without batch norm, both are one pass and the same.
+    sine = SinusoidTasks(k_shot=5, n_query=5).sample_batch(1, torch.Generator().manual_seed(0))[0]
+    torch.manual_seed(0)
+    mlp = MAML(MLP(), inner_lr=0.01, task_loss=F.mse_loss, transductive=False)
+    assert torch.equal(mlp.predict(sine), MAML(mlp.net, inner_lr=0.01, task_loss=F.mse_loss).predict(sine))
 
 
 def test_higher_trap_copy_initial_weights_loses_the_meta_gradient():

@@ -109,6 +109,35 @@ def test_predict_gives_query_logits_of_one_episode_without_gradients():
     assert torch.allclose(logits, batched)
 
 
+@pytest.mark.parametrize("distance", protonet.DISTANCES)
+def test_non_transductive_predict_embeds_each_query_with_the_support_only(distance):
+    torch.manual_seed(0)
+    model, episode = ConvNet().double(), tiny_batch()[0]
+    episode = Episode(episode.support_x.double(), episode.support_y, episode.query_x.double(), episode.query_y,
+                      episode.task)
+    logits = protonet.predict(model, episode, distance=distance, transductive=False)
+    assert logits.shape == (12, 3) and not logits.requires_grad
+    # Query 0 against the prototypes of the pass [support set; query 0], by hand:
+    with torch.no_grad():
+        alone = model(torch.cat([episode.support_x, episode.query_x[:1]])).float()   # predict scores in float32
+    protos = protonet.prototypes(alone[:6], episode.support_y, n_way=3)
+    want = protonet.logits_from_prototypes(alone[6:], protos, distance)[0]
+    assert torch.allclose(logits[0], want, atol=1e-6)
+    # Other queries do not move it; in the transductive default they do.
+    others = torch.rand(episode.query_x[4:].shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    changed = Episode(episode.support_x, episode.support_y, torch.cat([episode.query_x[:4], others]),
+                      episode.query_y, episode.task)
+    assert torch.allclose(protonet.predict(model, changed, distance=distance, transductive=False)[:4],
+                          logits[:4], atol=1e-12)
+    assert not torch.allclose(protonet.predict(model, changed, distance=distance)[:4],
+                              protonet.predict(model, episode, distance=distance)[:4])
+    # On fixed embeddings (no batch norm) the two are the same.
+    embedded = Episode(episode.support_x.flatten(1), episode.support_y, episode.query_x.flatten(1),
+                       episode.query_y, episode.task)
+    assert torch.equal(protonet.predict(torch.nn.Identity(), embedded, distance=distance, transductive=False),
+                       protonet.predict(torch.nn.Identity(), embedded, distance=distance))
+
+
 def test_predict_scores_with_dropout_off_and_restores_the_mode():
     torch.manual_seed(0)
     model, episode = torch.nn.Sequential(ConvNet(), torch.nn.Dropout(0.5)), tiny_batch()[0]

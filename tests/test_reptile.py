@@ -173,7 +173,8 @@ def test_predict_is_non_transductive_and_leaves_the_model_alone():
     # A query's prediction does not depend on the other queries ...
     fewer = Episode(episode.support_x, episode.support_y, episode.query_x[:4], episode.query_y[:4], episode.task)
     assert torch.allclose(learner.predict(fewer), logits[:4], atol=1e-12)
-    # ... it is the last row of a forward pass over [support set; that query] ...
+    # ... it is the last row of a forward pass over [support set; that query] (Reptile's own loop before
+    # course_lib.evaluate.one_query_at_a_time was shared with MAML and ProtoNet: the same numbers) ...
     fast_weights = learner.adapt(episode.support_x, episode.support_y, training=False,
                                  generator=torch.Generator().manual_seed(0))
     one_by_one = torch.stack([functional_call(net, fast_weights, (torch.cat([episode.support_x, q[None]]),))[-1]

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from .. import runtime
 from ..data.batches import Episode
-from ..evaluate import predicting
+from ..evaluate import one_query_at_a_time, predicting, uses_batch_statistics
 from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
 
@@ -62,6 +62,10 @@ class MAML(nn.Module):
         eval_inner_steps, eval_inner_lr: inner loop at test time (default: as in training).
         task_loss: ``F.cross_entropy`` for classification, ``F.mse_loss`` for regression.
         batched: process a meta-batch with ``torch.func.vmap`` instead of a per-task loop.
+        transductive: :meth:`predict` scores all queries of an episode in one pass (with the conv net's
+            batch norm, the queries' batch statistics, as MAML's code does); False scores each query in
+            its own pass over ``[support set; that query]``
+            (:func:`course_lib.evaluate.one_query_at_a_time`), not transductive.
     """
 
     def __init__(self, net: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
@@ -69,13 +73,14 @@ class MAML(nn.Module):
                  eval_inner_steps: int | None = None, eval_inner_lr: float | None = None,
                  task_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
                  batched: bool = False, head_prefix: str = "head.",
-                 adapted_if: Callable[[str], bool] | None = None):
+                 adapted_if: Callable[[str], bool] | None = None, transductive: bool = True):
         super().__init__()
         self.net = net
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         self.first_order, self.task_loss, self.batched = first_order, task_loss, batched
+        self.transductive = transductive
         if adapted_if is None:
             adapted_if = (lambda name: name.startswith(head_prefix)) if adapt_head_only else (lambda name: True)
         self.adapted = [name for name, p in net.named_parameters() if p.requires_grad and adapted_if(name)]
@@ -178,16 +183,22 @@ class MAML(nn.Module):
         return {}
 
     def predict(self, episode: Episode) -> Tensor:
-        """Query predictions of one episode after the evaluation inner loop (no outer graph).
+        """Query predictions ``[N*Q, ...]`` of one episode after the evaluation inner loop (no outer graph).
 
         The episode moves to the network's device first. Adapting and scoring run in eval mode (dropout
-        off); every submodule's mode is restored after. All queries are scored in one batch, so with
-        the conv net's batch norm (batch statistics) the prediction is transductive, as in MAML's code.
+        off); every submodule's mode is restored after. With ``transductive`` (the default) all queries
+        are scored in one batch, so with the conv net's batch norm (batch statistics) each prediction
+        depends on the other queries, as in MAML's code. Without, each query is scored in a batch
+        ``[support set; that query]`` and sees the support set only; a network without batch
+        statistics (the sinusoid MLP) scores every query on its own either way, in one pass.
         """
         with predicting(self, episode) as episode:
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False)
             with torch.no_grad():
-                return functional_call(self.net, fast_weights, (episode.query_x,))
+                if self.transductive or not uses_batch_statistics(self.net):
+                    return functional_call(self.net, fast_weights, (episode.query_x,))
+                return one_query_at_a_time(lambda x: functional_call(self.net, fast_weights, (x,)),
+                                           episode.support_x, episode.query_x)[1]
 
 
 def loss(maml: MAML, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.batches import Episode
-from ..evaluate import predicting
+from ..evaluate import one_query_at_a_time, predicting, uses_batch_statistics
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -108,9 +108,10 @@ def episode_logits(model: nn.Module, support_x: Tensor, support_y: Tensor, query
     All ``B * (N*K + N*Q)`` images go through the network in ONE forward pass. With the course's
     batch norm (batch statistics, never running ones) the support and query images of the batch
     are normalised together: a query's embedding depends a little on the other images of its
-    episode, so :func:`predict` is transductive. The paper's code does the same in training but
-    evaluates in ``model.eval()`` with running statistics (jakesnell/prototypical-networks), one
-    image independent of the others.
+    episode, so :func:`predict` is transductive by default. The paper's code does the same in
+    training but evaluates in ``model.eval()`` with running statistics (jakesnell/prototypical-networks),
+    one image independent of the others; ``predict(..., transductive=False)`` is the course's
+    non-transductive alternative.
     """
     n_tasks, n_support = support_y.shape
     n_way = n_way or int(support_y.max()) + 1
@@ -137,14 +138,25 @@ def loss(model: nn.Module, batch: Episode, distance: str = "euclidean",
 
 @torch.no_grad()
 def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
-            scale: float = COSINE_SCALE) -> Tensor:
+            scale: float = COSINE_SCALE, transductive: bool = True) -> Tensor:
     """Query logits ``[N*Q, N]`` for ONE episode (``support_x: [N*K, C, H, W]``), for
     ``evaluate_episodes(functools.partial(protonet.predict, model), episodes)``.
 
     The episode moves to the model's device first (a model without weights, e.g. ``nn.Identity()`` on
-    precomputed embeddings, takes it where it is). In eval mode (dropout off; the conv net's batch norm
-    still uses the batch's statistics, so the prediction is transductive), modes restored after.
+    precomputed embeddings, takes it where it is). In eval mode (dropout off), modes restored after.
+
+    ``transductive=True`` (the default): support and queries in one pass (:func:`episode_logits`); with
+    the conv net's batch norm (batch statistics) a query's embedding depends on the other queries.
+    ``transductive=False``: each query ``i`` goes through the network in its own batch
+    ``[support set; query i]`` (:func:`course_lib.evaluate.one_query_at_a_time`); the prototypes
+    ``c_k^(i)`` come from that pass's support embeddings and query ``i`` is scored against them, so it
+    sees the support set only. A model without batch statistics gives the same logits either way.
     """
     with predicting(model, episode) as episode:
-        return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
-                              distance, scale)[0]
+        if transductive or not uses_batch_statistics(model):
+            return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
+                                  distance, scale)[0]
+        n_way = int(episode.support_y.max()) + 1
+        support, query = one_query_at_a_time(lambda x: model(x).float(), episode.support_x, episode.query_x)
+        protos = prototypes(support, episode.support_y, n_way)                  # [N*Q, N, D], one set per query
+        return logits_from_prototypes(query[:, None], protos, distance, scale)[:, 0]   # [N*Q, 1, N] -> [N*Q, N]

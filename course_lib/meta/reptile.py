@@ -31,7 +31,8 @@ other with ``torch.autograd.grad`` (``batched=False``), or all tasks together wi
 Evaluation (:meth:`Reptile.predict`) is non-transductive by default. The conv net's batch norm
 always uses the statistics of the batch it is given, so predicting the whole query set in one
 batch lets the queries inform each other (transduction). As in the official code, each query is
-instead classified in a batch made of the support set plus that one query. Nichol et al. report
+instead classified in a batch made of the support set plus that one query
+(:func:`course_lib.evaluate.one_query_at_a_time`, which MAML and ProtoNet use too). Nichol et al. report
 95.4% (non-transductive) and 97.7% (transductive) on Omniglot 5-way 1-shot.
 
 Example, the official 5-way 1-shot Omniglot command (``--inner-batch 10 --inner-iters 5 --meta-batch 5
@@ -56,8 +57,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from ..data.batches import Episode
-from ..evaluate import predicting
-from ..models import ExplicitBatchNorm2d
+from ..evaluate import one_query_at_a_time, predicting, uses_batch_statistics
 from .inner_loop import UPDATE_RULES, Gradient, Params, autograd_gradient, func_gradient, inner_loop, support_loss
 
 
@@ -99,8 +99,6 @@ class Reptile(nn.Module):
         self.eval_inner_batch_size = inner_batch_size if eval_inner_batch_size is None else eval_inner_batch_size
         self.inner_optimizer, self.betas, self.eps = inner_optimizer, betas, eps
         self.task_loss, self.batched, self.transductive = task_loss, batched, transductive
-        self.uses_batch_statistics = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, ExplicitBatchNorm2d))
-                                         for m in net.modules())
 
     def initial_params(self) -> Params:
         """``theta`` as a dict of tensors detached from the module: the inner loop builds no graph to it."""
@@ -179,18 +177,10 @@ class Reptile(nn.Module):
             fast_weights = self.adapt(episode.support_x, episode.support_y, training=False,
                                       generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
-                if self.transductive or not self.uses_batch_statistics:
+                if self.transductive or not uses_batch_statistics(self.net):
                     return functional_call(self.net, fast_weights, (episode.query_x,))
-                return self.predict_one_query_at_a_time(fast_weights, episode.support_x, episode.query_x)
-
-    def predict_one_query_at_a_time(self, params: Params, support_x: Tensor, query_x: Tensor) -> Tensor:
-        """Each query classified in its own batch ``[support set; that query]``: ``[N*Q, ...]``.
-
-        Batch norm computes its statistics per forward pass, so no query sees another. It costs
-        ``N*K + 1`` images per query instead of one.
-        """
-        return torch.stack([functional_call(self.net, params, (torch.cat([support_x, query[None]]),))[-1]
-                            for query in query_x])
+                return one_query_at_a_time(lambda x: functional_call(self.net, fast_weights, (x,)),
+                                           episode.support_x, episode.query_x)[1]
 
 
 def loss(reptile: Reptile, batch: Episode) -> tuple[Tensor, dict[str, Tensor]]:
