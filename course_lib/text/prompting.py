@@ -15,7 +15,8 @@ model gives its tokens after the prompt,
 
 optionally divided by the number of tokens of ``c`` (``length_normalise``: otherwise longer label
 names lose for being long). The predicted label is the argmax; the scores of all ``N`` labels form
-the ``[Q, N]`` "logits" that the course's evaluation protocol reads. MetaICL (Min et al. 2022,
+the ``[Q, N]`` "logits" that the course's evaluation protocol reads. :func:`channel_scores` scores the other
+direction, the query's text after each label (``log p(x | c)``, Min et al. 2022a). MetaICL (Min et al. 2022,
 arXiv:2110.15943) meta-trains the model on such prompts; this module only builds and scores them.
 
 Prompt and label are tokenised separately and their ids concatenated, so a label's tokens are the
@@ -121,8 +122,8 @@ def build_channel_context(demonstrations: Sequence[tuple[str, str]], label: str,
 
     after which the query's text follows (scored, not given).
     """
-    shown = [f"{template.format(label=name)} {text}" for text, name in demonstrations]
-    return "\n\n".join(shown + [template.format(label=label)])
+    return "\n\n".join([*(f"{template.format(label=name)} {text}" for text, name in demonstrations),
+                         template.format(label=label)])
 
 
 def channel_scores(model: nn.Module, tokenizer, demonstrations: Sequence[tuple[str, str]], queries: Sequence[str],
@@ -141,8 +142,9 @@ def channel_scores(model: nn.Module, tokenizer, demonstrations: Sequence[tuple[s
     alone. Equal to a full forward pass of each context-query pair (``tests/test_prompting.py``).
     """
     device = next(model.parameters()).device
-    shown = build_channel_context(demonstrations[:-1], demonstrations[-1][1]) + " " + demonstrations[-1][0] \
-        if demonstrations else ""   # the demonstrations alone, no candidate label yet
+    # the demonstrations alone (no candidate label yet): the channel context of the last one, with its text after it
+    shown = f"{build_channel_context(demonstrations[:-1], demonstrations[-1][1])} {demonstrations[-1][0]}" \
+        if demonstrations else ""
     prefix = tokenizer(shown, add_special_tokens=False)["input_ids"] if shown else []
     separator = "\n\n" if shown else ""
     rows = []
