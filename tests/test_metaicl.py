@@ -125,3 +125,65 @@ def test_lora_on_the_attention_trains_the_adapters_and_leaves_the_base_weights_u
     train(model, metaicl.loss, partial(sampler.sample_batch, 4), TrainConfig(steps=3, lr=1e-2, progress=False))
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
     assert any(not torch.equal(p, lora[n]) for n, p in model.named_parameters() if n in lora)
+
+
+def test_symbol_names_say_nothing_of_the_class_and_the_sampler_uses_them(standin, tokenizer):
+    assert metaicl.symbol_names(3) == ["A", "B", "C"]
+    with pytest.raises(ValueError, match="1 to 10 ways"):
+        metaicl.symbol_names(11)
+    sampler = metaicl.PromptBatchSampler(standin, tokenizer, n_way=3, k_shot=1, symbols=True)
+    symbol_ids = {tokenizer(" " + s)["input_ids"][0] for s in "abc"}   # MiniLM's word pieces are lowercase
+    for seed in range(5):
+        batch = sampler.sample(torch.Generator().manual_seed(seed))
+        labels = batch.input_ids[batch.label_mask.bool()].tolist()
+        assert len(labels) == 1 and labels[0] in symbol_ids
+    with pytest.raises(ValueError, match="not both"):
+        metaicl.PromptBatchSampler(standin, tokenizer, 3, 1, shuffle_names=True, symbols=True)
+
+
+def test_multi_task_zero_shot_prompts_hold_the_query_alone(standin, tokenizer):
+    prompts = {}
+    for demonstrations in (True, False):
+        sampler = metaicl.PromptBatchSampler(standin, tokenizer, 3, 1, demonstrations=demonstrations)
+        batch = sampler.sample_batch(1, torch.Generator().manual_seed(0))
+        prompts[demonstrations] = tokenizer.decode(batch.input_ids[0, ~batch.label_mask[0].bool()].tolist())
+    assert prompts[True].count("utterance") == 4 and prompts[False].count("utterance") == 1
+    assert prompts[True].endswith(prompts[False]), "the same query, the demonstrations left out"
+
+
+def test_episode_transforms_keep_nested_shots_one_random_query_and_random_demonstration_labels(standin):
+    episodes = fixed_episodes(EpisodeSampler(standin, 3, 4, 2), 30, seed=0)
+    two = metaicl.fewer_shots(episodes[0], 2)
+    assert two.support_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert two.support_x.tolist() == episodes[0].support_x.view(3, 4)[:, :2].flatten().tolist()
+    assert len(metaicl.fewer_shots(episodes[0], 0).support_y) == 0
+    with pytest.raises(ValueError, match="cannot keep 5"):
+        metaicl.fewer_shots(episodes[0], 5)
+    single = metaicl.one_query(episodes, seed=0)
+    assert all(len(e.query_y) == 1 for e in single)
+    assert {int(e.query_y) for e in single} == {0, 1, 2}, "the query is drawn at random, not always label 0"
+    for e, s in zip(episodes, single):
+        assert int(s.query_x) in e.query_x.tolist() and int(s.query_y) == int(e.query_y[e.query_x == s.query_x][0])
+    shuffled = metaicl.random_demonstration_labels(episodes, seed=0)
+    agree = torch.cat([(s.support_y == e.support_y).float() for s, e in zip(shuffled, episodes)]).mean().item()
+    assert 0.2 < agree < 0.5, "uniform random labels agree with the true ones about 1/3 of the time"
+    assert all(torch.equal(s.query_y, e.query_y) and torch.equal(s.support_x, e.support_x)
+               for s, e in zip(shuffled, episodes))
+
+
+def test_channel_predict_scores_the_query_text_after_each_label(standin, tokenizer):
+    episode = metaicl.one_query(fixed_episodes(EpisodeSampler(standin, 3, 1, 1), 1, seed=0))[0]
+    model = tiny_lm(tokenizer).eval()
+    scores = metaicl.predict(model, tokenizer, standin, episode, scoring="channel", length_normalise=False)
+    shown, names = metaicl.episode_demonstrations(standin, episode)
+    demos = "\n\n".join(f"intent: {name}\nutterance: {text}" for text, name in shown)
+    query = standin.texts_of(episode.query_x)[0]
+    for j, name in enumerate(names):
+        prefix = tokenizer(demos)["input_ids"] + tokenizer(f"\n\nintent: {name}\nutterance:")["input_ids"]
+        target = tokenizer(" " + query)["input_ids"]
+        with torch.no_grad():
+            log_probs = model(input_ids=torch.tensor([prefix + target])).logits[0].double().log_softmax(-1)
+        reference = sum(log_probs[len(prefix) + i - 1, t].item() for i, t in enumerate(target))
+        assert scores[0, j].item() == pytest.approx(reference, abs=1e-4)
+    with pytest.raises(ValueError, match="'direct'"):
+        metaicl.predict(model, tokenizer, standin, episode, scoring="noisy")

@@ -107,3 +107,27 @@ def test_an_empty_prompt_or_label_name_is_refused(tiny_lm, tokenizer):
         label_scores(tiny_lm, tokenizer, [""], ["routing"])
     with pytest.raises(ValueError, match="at least one token"):
         label_scores(tiny_lm, tokenizer, ["utterance: hi\nintent:"], ["routing", ""])
+
+
+def test_channel_scores_equal_a_full_forward_pass_of_each_label_and_query(tiny_lm, tokenizer):
+    from course_lib.text.prompting import channel_scores
+    demonstrations = [("transfer money to mom", "transfer"), ("what is my routing number", "routing")]
+    queries = ["send cash to my brother", "hello"]
+    labels = ["transfer", "routing", "report lost card"]
+    for shown, prefix in ((demonstrations, "intent: transfer\nutterance: transfer money to mom\n\n"
+                                           "intent: routing\nutterance: what is my routing number"), ([], None)):
+        with torch.no_grad():
+            summed = channel_scores(tiny_lm, tokenizer, shown, queries, labels, length_normalise=False)
+            normalised = channel_scores(tiny_lm, tokenizer, shown, queries, labels)
+        assert summed.shape == (2, 3)
+        for i, query in enumerate(queries):
+            target = tokenizer(" " + query, add_special_tokens=False)["input_ids"]
+            for j, label in enumerate(labels):
+                context = (tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []) + \
+                    tokenizer(("\n\n" if prefix else "") + f"intent: {label}\nutterance:",
+                              add_special_tokens=False)["input_ids"]
+                with torch.no_grad():
+                    log_probs = F.log_softmax(tiny_lm(input_ids=torch.tensor([context + target])).logits[0].double(), -1)
+                reference = sum(log_probs[len(context) + t - 1, token].item() for t, token in enumerate(target))
+                assert summed[i, j].item() == pytest.approx(reference, abs=1e-5)
+                assert normalised[i, j].item() == pytest.approx(reference / len(target), abs=1e-5)

@@ -71,3 +71,17 @@ def test_floor_assertion_names_the_floor_set(capsys):
     assert "floor for method on real data: 70%" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="below its floor of 90% on the offline stand-in"):
         assert_floor("method", result, real=0.7, standin=0.9, real_data=False)
+
+
+def test_a_paired_gain_is_the_mean_per_episode_difference_and_refuses_unpaired_results(capsys):
+    import torch
+    from course_lib.course.report import record_paired_gain
+    from course_lib.evaluate import EvalResult, mean_confidence_interval
+    before = EvalResult("accuracy", torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]))
+    after = EvalResult("accuracy", torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0]))
+    gain = record_paired_gain("gain", after, before, data="toy")
+    mean, half_width = mean_confidence_interval(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0]))
+    assert gain.mean == pytest.approx(mean) and gain.ci95 == pytest.approx(half_width)
+    assert f"[report] gain: {100 * mean:.2f} ± {100 * half_width:.2f} points (toy)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="same episodes"):
+        record_paired_gain("gain", after, EvalResult("accuracy", torch.zeros(4)), data="toy")

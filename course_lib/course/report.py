@@ -38,6 +38,22 @@ def record(name: str, result: EvalResult | float, *, data: str, unit: str = "",
     print(f"[report] {name}: {value:.2f}{ci} {unit} ({data})")
 
 
+def record_paired_gain(name: str, after: EvalResult, before: EvalResult, *, data: str) -> EvalResult:
+    """Record ``after - before`` measured on the same episodes: the mean of the per-episode differences and its
+    95% CI (a paired interval, narrower than the two intervals side by side when the episodes' difficulty is
+    shared). Accuracies are stored in percentage points. Returns the differences as an :class:`EvalResult`.
+
+    Raises ``ValueError`` when the two results are of different metrics or numbers of episodes: a difference of
+    unpaired results is not a paired gain.
+    """
+    if after.metric != before.metric or len(after.values) != len(before.values):
+        raise ValueError(f"a paired gain needs two results on the same episodes; got {len(after.values)} episodes of "
+                         f"{after.metric} and {len(before.values)} of {before.metric}")
+    gain = EvalResult(after.metric, after.values - before.values)
+    record(name, gain, data=data, unit="points" if after.metric == "accuracy" else "")
+    return gain
+
+
 def assert_floor(name: str, result: EvalResult, *, real: float, standin: float, real_data: bool) -> None:
     """Assert that an accuracy is at least its floor, and say which set of floors applied.
 

@@ -15,7 +15,8 @@ model gives its tokens after the prompt,
 
 optionally divided by the number of tokens of ``c`` (``length_normalise``: otherwise longer label
 names lose for being long). The predicted label is the argmax; the scores of all ``N`` labels form
-the ``[Q, N]`` "logits" that the course's evaluation protocol reads. MetaICL (Min et al. 2022,
+the ``[Q, N]`` "logits" that the course's evaluation protocol reads. :func:`channel_scores` scores the other
+direction, the query's text after each label (``log p(x | c)``, Min et al. 2022a). MetaICL (Min et al. 2022,
 arXiv:2110.15943) meta-trains the model on such prompts; this module only builds and scores them.
 
 Prompt and label are tokenised separately and their ids concatenated, so a label's tokens are the
@@ -90,47 +91,108 @@ def label_scores(model: nn.Module, tokenizer, prompts: Sequence[str], label_name
 
     ``model`` is a ``transformers`` causal LM (or a ``peft`` model around one): it is called with a
     key/value cache (:func:`cache_argument`), ``position_ids`` and ``logits_to_keep``. Each prompt is scored against all
-    ``N`` labels by :func:`prompt_label_log_likelihoods`, one prompt at a time; the scores equal those
+    ``N`` labels by :func:`continuation_log_likelihoods`, one prompt at a time; the scores equal those
     of a full forward pass of each prompt-label pair (``tests/test_prompting.py`` checks it).
     """
     device = next(model.parameters()).device
     label_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in label_names]
+    if not all(label_ids):
+        raise ValueError("a prompt and every label name need at least one token to be scored")
     labels, _, label_mask = pack_pairs([([], c) for c in label_ids], device)   # [N, C], right-padded
-    scores = torch.stack([prompt_label_log_likelihoods(model, tokenizer(p, add_special_tokens=False)["input_ids"],
+    scores = torch.stack([continuation_log_likelihoods(model, tokenizer(p, add_special_tokens=False)["input_ids"],
                                                        labels, label_mask) for p in prompts])   # [Q, N]
     return scores / label_mask.sum(-1) if length_normalise else scores
 
 
-def prompt_label_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], labels: Tensor, label_mask: Tensor,
-                                 ) -> Tensor:
-    """``[N]``: ``sum_t log p(c_t | prompt, c_<t)`` for each of ``N`` labels after one prompt.
+CHANNEL_TEMPLATE = "intent: {label}\nutterance:"
+
+
+def build_channel_context(demonstrations: Sequence[tuple[str, str]], label: str,
+                          template: str = CHANNEL_TEMPLATE) -> str:
+    """The channel prompt before the query's text: each demonstration label first, then its text; then ``label``.
+
+    The demonstrations are ``template`` filled with their label name, a space and their text, separated by
+    blank lines, as the direct prompt of :func:`build_prompt` with the two roles swapped (Min et al. 2022a)::
+
+        intent: pin change
+        utterance: how do i change my pin
+
+        intent: balance
+        utterance:
+
+    after which the query's text follows (scored, not given).
+    """
+    return "\n\n".join([*(f"{template.format(label=name)} {text}" for text, name in demonstrations),
+                         template.format(label=label)])
+
+
+def channel_scores(model: nn.Module, tokenizer, demonstrations: Sequence[tuple[str, str]], queries: Sequence[str],
+                   label_names: Sequence[str], length_normalise: bool = True) -> Tensor:
+    """``[len(queries), len(label_names)]``: channel scores, the log-likelihood of each query's text given each label.
+
+    The noisy-channel direction of Min, Lewis, Hajishirzi and Zettlemoyer (ACL 2022, arXiv:2108.04106), which
+    MetaICL's "Channel" rows use: instead of ``log p(c | prompt, x)``, score
+
+        s(c) = sum_t log p(x_t | demonstrations, c, x_1 .. x_{t-1})   (divided by x's token count if asked),
+
+    every label explaining the same query ``x``, so a label cannot win by being likely on its own. The
+    demonstrations (``(text, label name)`` pairs, shared by every query and label) run once per query; the
+    ``N`` label-and-query continuations (:func:`build_channel_context`'s last block, then `` x``) run as one batch
+    against their key/value cache (:func:`continuation_log_likelihoods`). No demonstrations: the continuations
+    alone. Equal to a full forward pass of each context-query pair (``tests/test_prompting.py``).
+    """
+    device = next(model.parameters()).device
+    # the demonstrations alone (no candidate label yet): the channel context of the last one, with its text after it
+    shown = f"{build_channel_context(demonstrations[:-1], demonstrations[-1][1])} {demonstrations[-1][0]}" \
+        if demonstrations else ""
+    prefix = tokenizer(shown, add_special_tokens=False)["input_ids"] if shown else []
+    separator = "\n\n" if shown else ""
+    rows = []
+    for query in queries:
+        text = tokenizer(" " + query, add_special_tokens=False)["input_ids"]
+        contexts = [tokenizer(separator + build_channel_context([], name), add_special_tokens=False)["input_ids"]
+                    for name in label_names]
+        continuations, _, target_mask = pack_pairs([(context, text) for context in contexts], device)
+        scores = continuation_log_likelihoods(model, prefix, continuations, target_mask)   # [N]
+        rows.append(scores / len(text) if length_normalise else scores)
+    return torch.stack(rows)
+
+
+def continuation_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], continuations: Tensor,
+                                 target_mask: Tensor) -> Tensor:
+    """``[N]``: ``sum_t target_t log p(c_t | prompt, c_<t)`` for each of ``N`` continuations of one prompt.
 
     Args:
-        prompt_ids: the prompt's ``P`` token ids.
-        labels: ``[N, C]`` the labels' token ids, right-padded; ``label_mask`` ``[N, C]`` 1 on their tokens.
+        prompt_ids: the prompt's ``P`` token ids (may be empty when no continuation's first token is a target).
+        continuations: ``[N, C]`` token ids, right-padded; ``target_mask`` ``[N, C]`` 1 on the tokens scored (a
+            label's tokens for :func:`label_scores`; the query's text after the label for :func:`channel_scores`).
 
     The prompt runs once (``[1, P]``), keeping its key/value cache and the logits of its last position
-    only, which predict every label's first token. The cache is then repeated ``N`` times and the
-    labels' tokens ``c_1 .. c_{C-1}`` run as one batch ``[N, C-1]`` at positions ``P .. P+C-2``,
-    whose logits predict ``c_2 .. c_C``. Padding lies after each label's tokens, so causal attention
+    only, which predict every continuation's first token. The cache is then repeated ``N`` times and the
+    continuations' tokens ``c_1 .. c_{C-1}`` run as one batch ``[N, C-1]`` at positions ``P .. P+C-2``,
+    whose logits predict ``c_2 .. c_C``. Padding lies after each continuation's tokens, so causal attention
     keeps it from them. Logits held at once: ``[N, C-1, V]``.
     """
-    if len(prompt_ids) == 0 or label_mask[:, 0].eq(0).any():
+    first_is_target = bool(target_mask[:, 0].any())
+    if len(prompt_ids) == 0 and first_is_target:
         raise ValueError("a prompt and every label name need at least one token to be scored")
-    n_labels, length = labels.shape
-    prompt = torch.tensor([list(prompt_ids)], device=labels.device)
+    n_rows, length = continuations.shape
+    device = continuations.device
+    scores = torch.zeros(n_rows, device=device)
     cache = DynamicCache()   # filled in place by each forward pass
     passing_cache = {cache_argument(model): cache}
-    logits = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **passing_cache).logits   # [1, 1, V]
-    scores = F.log_softmax(logits[0, -1].float(), dim=-1)[labels[:, 0]]   # log p(c_1 | prompt): [N]
+    if len(prompt_ids):
+        prompt = torch.tensor([list(prompt_ids)], device=device)
+        logits = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **passing_cache).logits   # [1, 1, V]
+        scores = F.log_softmax(logits[0, -1].float(), dim=-1)[continuations[:, 0]] * target_mask[:, 0]   # [N]
+        cache.batch_repeat_interleave(n_rows)
     if length == 1:
         return scores
-    cache.batch_repeat_interleave(n_labels)
-    positions = torch.arange(len(prompt_ids), len(prompt_ids) + length - 1, device=labels.device).expand(n_labels, -1)
+    positions = torch.arange(len(prompt_ids), len(prompt_ids) + length - 1, device=device).expand(n_rows, -1)
     # an explicit mask (all ones: right padding is harmless): without one, some versions' attention would
     # align its causal mask to the cache's start instead of its end
-    attention_mask = torch.ones(n_labels, len(prompt_ids) + length - 1, dtype=torch.long, device=labels.device)
-    logits = model(input_ids=labels[:, :-1], position_ids=positions, attention_mask=attention_mask, use_cache=True,
-                   **passing_cache).logits   # [N, C-1, V]
-    later = F.log_softmax(logits.float(), dim=-1).gather(-1, labels[:, 1:, None]).squeeze(-1)   # [N, C-1]
-    return scores + (later * label_mask[:, 1:]).sum(-1)
+    attention_mask = torch.ones(n_rows, len(prompt_ids) + length - 1, dtype=torch.long, device=device)
+    logits = model(input_ids=continuations[:, :-1], position_ids=positions, attention_mask=attention_mask,
+                   use_cache=True, **passing_cache).logits   # [N, C-1, V]
+    later = F.log_softmax(logits.float(), dim=-1).gather(-1, continuations[:, 1:, None]).squeeze(-1)   # [N, C-1]
+    return scores + (later * target_mask[:, 1:]).sum(-1)
