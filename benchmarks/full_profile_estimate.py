@@ -60,7 +60,7 @@ ASSUMPTIONS = (
     "backward (torch.utils.flop_counter). Memory: fp32, what autograd saves (peak) + weights + gradients + "
     "optimizer state; autocast halves the activations, and CUDA adds its context (~0.3-0.5 GB) and allocator slack. "
     "Not counted: drawing episodes, the training loop's Python, logging and checkpoint writes, so a row whose two "
-    "ends agree (launch-bound) is a lower bound. 06 trains each method for 30 minutes or 200,000 steps."
+    "ends agree (launch-bound) is a lower bound. 06 trains each method for 1e15 FLOPs (its full-profile budget)."
 )
 
 
@@ -83,7 +83,6 @@ class Run:
     memory_mb: float
     evaluation: StepCost = field(default_factory=lambda: StepCost(0.0, 0, 0.0))
     evaluations: int = 0                 # episodes (or forward passes) of evaluation in the whole run
-    budget_hours: float | None = None    # 06: each method trains for a fixed wall-clock budget
     steps_text: str = ""
 
     @property
@@ -91,13 +90,10 @@ class Run:
         return self.steps * self.step.flops + self.evaluations * self.evaluation.flops
 
     def hours(self, peak: float, utilisation: float) -> float:
-        """max(arithmetic time, launch time), training plus evaluation, capped by a wall-clock budget."""
+        """max(arithmetic time, launch time), training plus evaluation."""
         def seconds(cost: StepCost) -> float:
             return max(cost.flops / (peak * utilisation), cost.operators * LAUNCH_SECONDS)
-        training = self.steps * seconds(self.step) / 3600
-        if self.budget_hours is not None:
-            training = min(training, self.budget_hours)
-        return training + self.evaluations * seconds(self.evaluation) / 3600
+        return (self.steps * seconds(self.step) + self.evaluations * seconds(self.evaluation)) / 3600
 
 
 class OperatorCounter(TorchDispatchMode):
@@ -248,9 +244,12 @@ def protonet_omniglot_05(quick: bool) -> Run:
 
 
 def head_to_head_06(quick: bool) -> list[Run]:
-    """06: every method for 30 minutes of wall clock (at most 200,000 steps), then 600 test episodes."""
-    budget_hours, max_steps = pick(quick, quick_value=(12 / 3600, 5_000), full_value=(0.5, 200_000))
-    n_test = pick(quick, quick_value=200, full_value=600)
+    """06: every method for the same training FLOPs (1e15 in the full profile, 4e11 in the quick one): its steps are
+    the budget divided by its step's FLOPs, counted as the notebook counts them (``cost.training_flops``); then the
+    test episodes."""
+    from course_lib.course.cost import training_flops
+    budget = pick(quick, quick_value=4e11, full_value=1e15)
+    n_test = pick(quick, quick_value=100, full_value=600)
     omniglot = random_omniglot(100)
     test_episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
     episodes = EpisodeSampler(omniglot, 5, 1, n_query=15)
@@ -270,12 +269,15 @@ def head_to_head_06(quick: bool) -> list[Run]:
                      EpisodeSampler(omniglot, 5, 10, n_query=1).sample_batch(3, generator()), 0,
                      partial(learner.predict, test_episode)))
     embedding = ConvNet()
-    learners.append(("ProtoNet 40-way", embedding, protonet.loss,
+    learners.append(("ProtoNet 40-way", embedding, partial(protonet.loss, n_way=40),
                      EpisodeSampler(omniglot, 40, 1, n_query=2).sample_batch(1, generator()), 2,
                      partial(protonet.predict, embedding, test_episode)))
-    return [measure(f"06 {name}", max_steps, model, loss_fn, batch, slots, evaluate=evaluate, evaluations=n_test,
-                    budget_hours=budget_hours, steps_text=f"≤{max_steps:,} in {60 * budget_hours:.2g} min")
-            for name, model, loss_fn, batch, slots, evaluate in learners]
+    runs = []
+    for name, model, loss_fn, batch, slots, evaluate in learners:
+        steps = max(1, int(budget // training_flops(loss_fn, model, batch)))
+        runs.append(measure(f"06 {name}", steps, model, loss_fn, batch, slots, evaluate=evaluate, evaluations=n_test,
+                            steps_text=f"{steps:,} ({budget:.0e} FLOPs)"))
+    return runs
 
 
 def maml_lora_07(quick: bool) -> Run:
@@ -327,23 +329,28 @@ def icl_regression_08(quick: bool) -> Run:
 
 
 def metaicl_09(quick: bool) -> Run:
-    """09: MetaICL, LoRA rank 8 on GPT-2's (124M) attention, 30,000 steps of 8 CLINC150 3-way 1-shot prompts;
-    before and after: 3 x 600 episodes scored by label likelihood. GPT-2's weights are random here (the hub is not
-    reachable; FLOPs and memory depend on the shapes only) and its tokenizer is the offline word-piece tokenizer of
-    the quick profile: about as many tokens per English prompt as GPT-2's byte-pair encoding."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """09: MetaICL, LoRA rank 8 on SmolLM2-135M's attention (q_proj, v_proj), 5,000 steps of 8 CLINC150 3-way 1-shot
+    prompts; before and after, about 6 x 500 held-out episodes scored by label likelihood (three settings). The
+    weights are random here, of SmolLM2-135M's shapes (LlamaConfig below; FLOPs and memory depend on the shapes
+    only), and the tokenizer is the offline word-piece tokenizer of the rehearsal: about as many tokens per English
+    prompt as SmolLM2's byte-pair encoding. ``--quick`` counts a small offline LM instead (10 steps of 4 prompts, 40
+    episodes): it checks the code path, not SmolLM2's cost."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from course_lib.data import load_clinc
     from course_lib.text.causal_lm import small_causal_lm
     from course_lib.text.lora import with_lora
-    steps = pick(quick, quick_value=300, full_value=30_000)
+    steps, batch_size = pick(quick, quick_value=(10, 4), full_value=(5_000, 8))
     splits = [load_clinc(split) for split in ("train", "val", "test")]
-    small_model, tokenizer = small_causal_lm([t for ds in splits for t in (*ds.texts, *ds.label_names)])
-    if quick:
-        model = small_model
+    _, tokenizer = small_causal_lm([t for ds in splits for t in (*ds.texts, *ds.label_names)])
+    smollm2_135m = LlamaConfig(vocab_size=max(49152, tokenizer.vocab_size), hidden_size=576, intermediate_size=1536,
+                               num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                               tie_word_embeddings=True, use_cache=False)
+    torch.manual_seed(0)
+    if quick:   # the shapes of the quick profile's SmolLM2 are the full one's; a small LM keeps --quick quick
+        model = small_causal_lm([t for ds in splits for t in (*ds.texts, *ds.label_names)])[0]
     else:
-        torch.manual_seed(0)
-        model = with_lora(GPT2LMHeadModel(GPT2Config(use_cache=False)), rank=8, target_modules=metaicl.GPT2_ATTENTION)
+        model = with_lora(LlamaForCausalLM(smollm2_135m), rank=8, target_modules=metaicl.LLAMA_ATTENTION)
     train_intents, test_intents = splits[0], splits[2]
     episode = EpisodeSampler(test_intents, 3, 1, n_query=1).sample(generator())
     sampler = metaicl.PromptBatchSampler(train_intents, tokenizer, n_way=3, k_shot=1)
@@ -352,9 +359,9 @@ def metaicl_09(quick: bool) -> Run:
         with torch.no_grad():
             metaicl.predict(model.eval(), tokenizer, test_intents, episode)
         model.train()
-    n_episodes = pick(quick, quick_value=150, full_value=600)
-    return measure(f"09 MetaICL, {'small LM' if quick else 'GPT-2 124M + LoRA'}, 8 prompts", steps, model,
-                   metaicl.loss, sampler.sample_batch(8, generator()), optimizer_slots=2, evaluate=evaluate,
+    n_episodes = pick(quick, quick_value=40, full_value=500)
+    return measure(f"09 MetaICL, {'small LM' if quick else 'SmolLM2-135M + LoRA'}, {batch_size} prompts", steps, model,
+                   metaicl.loss, sampler.sample_batch(batch_size, generator()), optimizer_slots=2, evaluate=evaluate,
                    evaluations=2 * 3 * n_episodes)
 
 
@@ -370,7 +377,7 @@ def number(x: float) -> str:
 
 def hours_range(run: Run, peak: float) -> str:
     low, high = (run.hours(peak, utilisation) for utilisation in UTILISATIONS)
-    return f"{low:.2g}-{high:.2g}"
+    return f"{low:.2g} to {high:.2g}"   # not "-": a small value prints as 3.5e-05
 
 
 def markdown(runs: list[Run], quick: bool) -> str:
