@@ -60,6 +60,11 @@ auto_and_commute 77.1%, utility 82.4%, travel 86.4%. The test domains are among 
 easiest (auto_and_commute, travel, utility) would report 94.0% 5-way 1-shot and 82.0% 15-way within a
 domain, against 91.5% and 69.2% on the test domains chosen here, and leave less room to show what
 adaptation adds.
+
+Said plainly: these test domains were chosen AFTER frozen ProtoNet had been measured on every domain, so a
+result on them is not an unbiased estimate for a new domain. 07_pretrained_encoders therefore also runs
+leave-one-domain-out over all ten domains (each domain the test domain once, the next one alphabetically for
+validation), and that average is the number to believe.
 """
 from __future__ import annotations
 
