@@ -272,7 +272,12 @@ def test_cheats_change_nothing_and_harm_no_one(graded_class):
     assert "student code changed course files, restored" in " ".join(report_of(reports, "cheat_files").notes)
     assert report_of(reports, "cheat_transformer").checks[0].message.startswith("sample_episode gave no answer")
     printed = (root / "out" / "feedback" / "cheat_print" / "01_episodes_and_ci.ipynb").read_text()
-    assert "secret: None" in printed and SECRET not in printed
+    assert SECRET not in printed
+    # ipykernel forwards what is written to file descriptor 1 into the cell's stream too, from a thread, so the
+    # fake score line can land anywhere inside the printed words (it did once in CI): take it out first.
+    print_cell = next(cell for cell in nbformat.reads(printed, as_version=4).cells if "INSTRUCTOR_SECRET" in cell.source)
+    stream = "".join(out.get("text", "") for out in print_cell.outputs)
+    assert "secret: None" in stream.replace("score: 3/3 (100%)\n", ""), stream
     log = (root / "out" / "feedback" / "cheat_print" / "01_episodes_and_ci.log").read_text()
     assert "score: 3/3 (100%)" in log  # in the student's log, not in the grader's output
 
