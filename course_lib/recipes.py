@@ -134,7 +134,7 @@ class Learner:
         if shape != expected or episode.query_x.shape[-3:] != episode.support_x.shape[-3:]:
             raise ValueError(f"this learner reads images of shape {expected} (channels, height, width), got "
                              f"{shape}; prepare image files with learner.read_images(paths)")
-        n_way = int(episode.support_y.max()) + 1
+        n_way = episode.n_way
         if RECIPES[self.spec.algorithm].head and n_way != self.spec.n_way:
             raise ValueError(f"this {self.spec.algorithm} learner has a {self.spec.n_way}-way head, the episode has "
                              f"{n_way} classes; ProtoNet learners take any number of classes")

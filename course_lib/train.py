@@ -246,10 +246,16 @@ def _layout_differences(saved: dict[str, str], wanted: dict[str, str], shown: in
     return differences[:shown] + more
 
 
+def finite_flag(tensors: Iterable[Tensor | None]) -> Tensor:
+    """A 0-d bool tensor (on the tensors' device: no host sync): whether every floating-point tensor of
+    ``tensors`` (Nones skipped) is free of NaN and inf."""
+    checks = [t.detach().isfinite().all() for t in tensors if t is not None and t.is_floating_point()]
+    return torch.stack(checks).all() if checks else torch.tensor(True)
+
+
 def all_finite(tensors: Iterable[Tensor | None]) -> bool:
-    """Whether every floating-point tensor of ``tensors`` (Nones skipped) is free of NaN and inf."""
-    checks = [t.isfinite().all() for t in tensors if t is not None and t.is_floating_point()]
-    return not checks or bool(torch.stack(checks).all())
+    """:func:`finite_flag`, read on the host."""
+    return bool(finite_flag(tensors))
 
 
 def step_is_finite(loss: Tensor, model: nn.Module, loss_scale: Tensor | None) -> Tensor:
@@ -259,11 +265,9 @@ def step_is_finite(loss: Tensor, model: nn.Module, loss_scale: Tensor | None) ->
     scaling: the loss is finite or the scale is above 1 (an inner loop's scaled support loss may have
     overflowed; the scaler then skips the step, whose gradients are non-finite too, and halves its scale).
     """
-    loss_ok = loss.detach().isfinite().all()
     if loss_scale is not None:
-        return loss_ok | (loss_scale > 1)
-    grads = [p.grad for p in model.parameters() if p.grad is not None and p.grad.is_floating_point()]
-    return torch.stack([loss_ok, *(g.isfinite().all() for g in grads)]).all()
+        return finite_flag([loss]) | (loss_scale > 1)
+    return finite_flag([loss, *(p.grad for p in model.parameters())])
 
 
 def non_finite_error(step: int, loss: float) -> NonFiniteError:

@@ -23,7 +23,7 @@ def _axes(ax, figsize=(6, 3.5)):
 def plot_task_grid(episode: Episode, n_query_shown: int = 3, class_names: list[str] | None = None,
                    title: str | None = None):
     """One row per label: the support images, then a few query images of that label."""
-    n_way = int(episode.support_y.max()) + 1
+    n_way = episode.n_way
     k_shot = len(episode.support_y) // n_way
     cols = k_shot + n_query_shown
     fig, axes = plt.subplots(n_way, cols, figsize=(1.1 * cols + 1.5, 1.1 * n_way), squeeze=False)

@@ -60,6 +60,12 @@ class Episode(TensorBatch):
     query_y: Tensor
     task: Tensor
 
+    @property
+    def n_way(self) -> int:
+        """N, the classes of a classification episode (labels 0..N-1, read from ``support_y``; on a GPU
+        this reads the device once). A meta-batch gives the largest N of its tasks."""
+        return int(self.support_y.max()) + 1
+
 
 @dataclass
 class LabelledBatch(TensorBatch):

@@ -162,18 +162,20 @@ def describe_path(path: str | os.PathLike) -> str:
     return f".../{path.name}"
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "md5", chunk_size: int = 1 << 20) -> str:
-    """The hex digest of a file (``algorithm``: ``"md5"`` or ``"sha256"``), read in chunks."""
-    digest = hashlib.new(algorithm, usedforsecurity=False)
+def file_digests(path: str | os.PathLike, algorithms: Sequence[str] = ("md5",),
+                 chunk_size: int = 1 << 20) -> dict[str, str]:
+    """The hex digest of a file for each of ``algorithms`` (``"md5"``, ``"sha256"``), from one read in chunks."""
+    digests = {algorithm: hashlib.new(algorithm, usedforsecurity=False) for algorithm in algorithms}
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
 
 
 def md5sum(path: str | os.PathLike) -> str:
     """The md5 hex digest of a file."""
-    return file_digest(path, "md5")
+    return file_digests(path)["md5"]
 
 
 def checksum_mismatch(path: str | os.PathLike, md5: str, sha256: str | None = None) -> str | None:
@@ -181,13 +183,10 @@ def checksum_mismatch(path: str | os.PathLike, md5: str, sha256: str | None = No
 
     The md5 is always checked, the sha256 only when given.
     """
-    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
-        if expected is None:
-            continue
-        actual = file_digest(path, algorithm)
-        if actual != expected:
-            return f"expected {algorithm} {expected}, got {actual}"
-    return None
+    expected = {"md5": md5} if sha256 is None else {"md5": md5, "sha256": sha256}
+    actual = file_digests(path, list(expected))
+    return next((f"expected {algorithm} {digest}, got {actual[algorithm]}"
+                 for algorithm, digest in expected.items() if actual[algorithm] != digest), None)
 
 
 def verify_checksums(path: str | os.PathLike, md5: str, sha256: str | None = None) -> None:

@@ -104,7 +104,7 @@ def fewer_shots(episode: Episode, k_shot: int) -> Episode:
     Episodes drawn with ``K`` shots and cut down this way are nested (``k = 1``'s demonstrations are among
     ``k = 2``'s), so accuracy against ``k`` compares the same queries with more or fewer demonstrations.
     """
-    n_way = int(episode.support_y.max()) + 1
+    n_way = episode.n_way
     drawn = len(episode.support_y) // n_way
     if not 0 <= k_shot <= drawn:
         raise ValueError(f"the episode has {drawn} shots per class; cannot keep {k_shot}")
@@ -134,7 +134,7 @@ def random_demonstration_labels(episodes: list[Episode], seed: int = 0) -> list[
     generator = torch.Generator().manual_seed(seed)
     out = []
     for e in episodes:
-        n_way = int(e.support_y.max()) + 1
+        n_way = e.n_way
         labels = torch.randint(n_way, e.support_y.shape, generator=generator).to(e.support_y)
         out.append(Episode(e.support_x, labels, e.query_x, e.query_y, e.task))
     return out

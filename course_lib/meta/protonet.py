@@ -156,7 +156,7 @@ def predict(model: nn.Module, episode: Episode, distance: str = "euclidean",
         if transductive or not uses_batch_statistics(model):
             return episode_logits(model, episode.support_x[None], episode.support_y[None], episode.query_x[None],
                                   distance, scale)[0]
-        n_way = int(episode.support_y.max()) + 1
+        n_way = episode.n_way
         support, query = one_query_at_a_time(lambda x: model(x).float(), episode.support_x, episode.query_x)
         protos = prototypes(support, episode.support_y, n_way)                  # [N*Q, N, D], one set per query
         return logits_from_prototypes(query[:, None], protos, distance, scale)[:, 0]   # [N*Q, 1, N] -> [N*Q, N]

@@ -21,11 +21,11 @@ Derived in 02_transfer_learning. Two stages, and neither optimises over tasks:
      frozen support features for 100 epochs of mini-batches of 4, SGD with learning rate 0.01,
      momentum 0.9, dampening 0.9 and weight decay 0.001 (:data:`CHEN_SGD`).
 
-   All heads are fitted by one loop, :func:`fit_head`. ``linear_probe_predict``,
-   ``fine_tune_head_predict``, ``fine_tune_predict``, ``chen_baseline_predict`` and
-   ``chen_baseline_plus_plus_predict`` wrap them as ``predict(model, episode) -> query logits
-   [N*Q, N]`` for ``evaluate_episodes``. With a network from :func:`freeze_batch_norm` none of
-   them is transductive.
+   All heads are fitted by one loop, :func:`fit_head`. :func:`on_frozen_features` turns a head into
+   ``predict(model, episode) -> query logits [N*Q, N]`` for ``evaluate_episodes``
+   (``linear_probe_predict``, ``fine_tune_head_predict``, ``chen_baseline_predict``,
+   ``chen_baseline_plus_plus_predict``; ``fine_tune_predict`` fine-tunes the whole network). With a
+   network from :func:`freeze_batch_norm` none of them is transductive.
 
 **Batch norm.** The course's conv net normalises with the statistics of the batch at hand, also at
 test time. A pretrained network is used here the usual transfer-learning way instead:
@@ -53,6 +53,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -376,40 +377,26 @@ def fine_tune(model: ConvNet, support_x: Tensor, support_y: Tensor, n_way: int, 
     return adapted
 
 
-def _n_way(episode: Episode) -> int:
-    return int(episode.support_y.max()) + 1
-
-
-def linear_probe_predict(model: ConvNet, episode: Episode, **probe_kwargs) -> Tensor:
-    """Adapt by a linear probe on the frozen features of ``model``: query logits ``[N*Q, N]``."""
+def on_frozen_features(adapt: Callable[..., Tensor], model: ConvNet, episode: Episode, **adapt_kwargs) -> Tensor:
+    """Adapt by ``adapt(support_features, support_y, query_features, n_way, **adapt_kwargs)`` on the
+    frozen features of ``model`` (:func:`embed_episode`): query logits ``[N*Q, N]``."""
     support, query = embed_episode(model, episode)
-    return linear_probe(support, episode.support_y, query, _n_way(episode), **probe_kwargs)
+    return adapt(support, episode.support_y, query, episode.n_way, **adapt_kwargs)
 
 
-def fine_tune_head_predict(model: ConvNet, episode: Episode, **head_kwargs) -> Tensor:
-    """Adapt by training a new last layer on the frozen features of ``model``: query logits ``[N*Q, N]``."""
-    support, query = embed_episode(model, episode)
-    return fine_tune_head(support, episode.support_y, query, _n_way(episode), **head_kwargs)
+# predict(model, episode, **kwargs) -> query logits [N*Q, N] for the evaluation protocol, one per head.
+linear_probe_predict = functools.partial(on_frozen_features, linear_probe)
+fine_tune_head_predict = functools.partial(on_frozen_features, fine_tune_head)
+chen_baseline_predict = functools.partial(on_frozen_features, chen_baseline)
+chen_baseline_plus_plus_predict = functools.partial(on_frozen_features, chen_baseline_plus_plus)
 
 
 def fine_tune_predict(model: ConvNet, episode: Episode, **fine_tune_kwargs) -> Tensor:
     """Adapt by fine-tuning a copy of the whole network: query logits ``[N*Q, N]``."""
     episode = runtime.to_device(episode, runtime.module_device(model))
-    adapted = fine_tune(model, episode.support_x, episode.support_y, _n_way(episode), **fine_tune_kwargs)
+    adapted = fine_tune(model, episode.support_x, episode.support_y, episode.n_way, **fine_tune_kwargs)
     with torch.no_grad():
         return adapted(episode.query_x)
-
-
-def chen_baseline_predict(model: ConvNet, episode: Episode, **baseline_kwargs) -> Tensor:
-    """Adapt by Chen et al.'s Baseline on the frozen features of ``model``: query logits ``[N*Q, N]``."""
-    support, query = embed_episode(model, episode)
-    return chen_baseline(support, episode.support_y, query, _n_way(episode), **baseline_kwargs)
-
-
-def chen_baseline_plus_plus_predict(model: ConvNet, episode: Episode, **baseline_kwargs) -> Tensor:
-    """Adapt by Chen et al.'s Baseline++ on the frozen features of ``model``: query logits ``[N*Q, N]``."""
-    support, query = embed_episode(model, episode)
-    return chen_baseline_plus_plus(support, episode.support_y, query, _n_way(episode), **baseline_kwargs)
 
 
 def evaluate_feature_episodes(adapt: Callable[[Tensor, Tensor, Tensor, int], Tensor],
@@ -421,5 +408,5 @@ def evaluate_feature_episodes(adapt: Callable[[Tensor, Tensor, Tensor, int], Ten
     equals ``evaluate_episodes`` over the same episodes one at a time.
     """
     batch = Episode.stack(list(episodes))
-    logits = adapt(batch.support_x, batch.support_y, batch.query_x, int(batch.support_y.max()) + 1)
+    logits = adapt(batch.support_x, batch.support_y, batch.query_x, batch.n_way)
     return EvalResult("accuracy", (logits.argmax(-1) == batch.query_y).double().mean(-1).cpu())
