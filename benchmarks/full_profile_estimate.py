@@ -161,12 +161,6 @@ def validations(steps: int, eval_every: int) -> int:
     return 1 if not eval_every else steps // eval_every + (steps % eval_every != 0)
 
 
-def random_omniglot(n_classes: int) -> ClassDataset:
-    """Random images of Omniglot's shape ``[classes, 20, 1, 28, 28]``: FLOPs and memory do not depend on pixels."""
-    data = torch.rand(n_classes, 20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    return ClassDataset(data, [f"class{c}" for c in range(n_classes)], source="random images")
-
-
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
@@ -203,7 +197,7 @@ def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
     learner = MAML(ConvNet(n_classes=5, explicit_batch_norm=batched), inner_lr=0.4, inner_steps=1,
                    eval_inner_steps=3, batched=batched)
     per_task = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1) if batched else None
-    sampler = EpisodeSampler(random_omniglot(100), 5, 1, 15)
+    sampler = EpisodeSampler(ClassDataset.random(100), 5, 1, 15)
     episode = sampler.sample(generator())
     n_val = pick(quick, quick_value=50, full_value=600)
     return measure(f"03 MAML Omniglot 5-way 1-shot, 2nd order, meta-batch {meta_batch}", steps, learner, maml.loss,
@@ -219,7 +213,7 @@ def reptile_omniglot_04(quick: bool) -> Run:
     torch.manual_seed(0)
     learner = Reptile(ConvNet(n_classes=5), inner_lr=1e-3, inner_steps=5, inner_batch_size=10,
                       eval_inner_steps=pick(quick, quick_value=5, full_value=50), eval_inner_batch_size=5)
-    omniglot = random_omniglot(100)
+    omniglot = ClassDataset.random(100)
     episode = EpisodeSampler(omniglot, 5, 1, n_query=pick(quick, quick_value=1, full_value=15)).sample(generator())
     n_val = pick(quick, quick_value=50, full_value=600)
     return measure(f"04 Reptile Omniglot 5-way 1-shot, meta-batch {meta_batch}", steps, learner, reptile.loss,
@@ -234,7 +228,7 @@ def protonet_omniglot_05(quick: bool) -> Run:
     steps, n_way, n_query = pick(quick, quick_value=(500, 40, 2), full_value=(20_000, 60, 5))
     torch.manual_seed(0)
     model = ConvNet()
-    omniglot = random_omniglot(100)
+    omniglot = ClassDataset.random(100)
     episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
     n_val = pick(quick, quick_value=100, full_value=600)
     return measure(f"05 ProtoNet Omniglot {n_way}-way 1-shot", steps, model, partial(protonet.loss, n_way=n_way),
@@ -250,7 +244,7 @@ def head_to_head_06(quick: bool) -> list[Run]:
     from course_lib.course.cost import training_flops
     budget = pick(quick, quick_value=4e11, full_value=1e15)
     n_test = pick(quick, quick_value=100, full_value=600)
-    omniglot = random_omniglot(100)
+    omniglot = ClassDataset.random(100)
     test_episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
     episodes = EpisodeSampler(omniglot, 5, 1, n_query=15)
     torch.manual_seed(0)

@@ -58,15 +58,9 @@ class MetaStep:
     build: Callable[[], tuple[torch.nn.Module, Callable, Callable[[torch.Generator], object], TrainConfig]]
 
 
-def random_omniglot(n_classes: int = 100) -> ClassDataset:
-    """Random images of Omniglot's shape ``[classes, 20, 1, 28, 28]``."""
-    data = torch.rand(n_classes, 20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    return ClassDataset(data, [f"class{c}" for c in range(n_classes)], source="random images (gpu_check)")
-
-
 def meta_steps(dry_run: bool) -> list[MetaStep]:
     """The notebooks' full-profile configurations; ``dry_run`` shrinks the meta-batch, ways and inner steps."""
-    omniglot = random_omniglot()
+    omniglot = ClassDataset.random(100)
     maml_tasks, sine_tasks, reptile_tasks = (2, 2, 2) if dry_run else (32, 25, 5)
     reptile_steps, proto_way = (2, 10) if dry_run else (5, 60)
 

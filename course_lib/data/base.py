@@ -42,6 +42,14 @@ class ClassDataset:
         self.rotations = rotations
         self.real = real
 
+    @classmethod
+    def random(cls, n_classes: int, examples_per_class: int = 20, example_shape: Sequence[int] = (1, 28, 28),
+               seed: int = 0) -> "ClassDataset":
+        """Uniform noise of Omniglot's shape by default, ``[n_classes, examples_per_class, *example_shape]``:
+        for measuring what a step costs (FLOPs, memory and time do not depend on the pixels)."""
+        data = torch.rand(n_classes, examples_per_class, *example_shape, generator=torch.Generator().manual_seed(seed))
+        return cls(data, [f"class{c}" for c in range(n_classes)], source="random images", real=False)
+
     @property
     def num_base_classes(self) -> int:
         return self.data.shape[0]
