@@ -1,11 +1,13 @@
 """The exercise checkers accept correct solutions and name the typical mistakes."""
 import pytest
 import torch
+from torch.nn import functional as F
 
 from course_lib.course.checks.base import PartialCredit
 from course_lib.course.checks.episodes_and_ci import check_confidence_interval, check_episode_sampler, check_nearest_neighbour
 from course_lib.data.episodes import Episode, EpisodeSampler
 from course_lib.evaluate import mean_confidence_interval
+from course_lib.meta import transfer
 
 
 def reference_sampler(dataset, n_way, k_shot, n_query, generator):
@@ -485,3 +487,119 @@ def test_label_scoring_mistakes_are_named(solution, message):
     from course_lib.course.checks.label_scoring import check_label_log_likelihood
     with pytest.raises(AssertionError, match=message):
         check_label_log_likelihood(solution)
+
+
+# --- the extensions of 02, 03, 04 and the set of 06 ---------------------------------------------
+
+def reference_cosine_logits(features, weight, scale):
+    return scale * F.normalize(features, dim=-1) @ F.normalize(weight, dim=-1).transpose(-2, -1)
+
+
+def reference_prototype_head(embeddings, labels, n_way):
+    centres = torch.stack([embeddings[labels == k].mean(0) for k in range(n_way)])
+    return 2 * centres, -centres.pow(2).sum(1)
+
+
+def reference_joint_gradient(theta, support_losses):
+    grads = [torch.autograd.grad(loss(theta), list(theta.values())) for loss in support_losses]
+    return {name: torch.stack([g[i] for g in grads]).mean(0) for i, name in enumerate(theta)}
+
+
+def reference_paired_difference(a, b):
+    if len(a) != len(b):
+        raise ValueError("not paired")
+    return mean_confidence_interval(b - a)
+
+
+def test_extension_checkers_accept_the_references(capsys):
+    from course_lib.course.checks.linear_probe import check_cosine_logits
+    from course_lib.course.checks.maml_inner_and_outer import check_prototype_head
+    from course_lib.course.checks.paired_intervals import check_paired_difference
+    from course_lib.course.checks.reptile_step import check_joint_training_gradient
+    check_cosine_logits(reference_cosine_logits)
+    check_cosine_logits(transfer.cosine_logits)
+    check_prototype_head(reference_prototype_head)
+    check_joint_training_gradient(reference_joint_gradient)
+    check_paired_difference(reference_paired_difference)
+    assert capsys.readouterr().out.count("all checks passed") == 5
+
+
+@pytest.mark.parametrize("cosine, message", [
+    (lambda x, w, s: s * F.normalize(x, dim=-1) @ w.T, "normalise the class weights too"),
+    (lambda x, w, s: s * x @ F.normalize(w, dim=-1).T, "normalise the features too"),
+    (lambda x, w, s: s * x @ w.T, "that is a linear head"),
+    (lambda x, w, s: F.normalize(x, dim=-1) @ F.normalize(w, dim=-1).T, "multiply the cosines by scale"),
+    (lambda x, w, s: s * F.normalize(x, dim=0) @ F.normalize(w, dim=0).T, "each row"),
+    (lambda x, w, s: reference_cosine_logits(x.div_(x.norm(dim=-1, keepdim=True)), w, s), "changed in place"),
+    (lambda x, w, s: reference_cosine_logits(x, w, s)[..., :2], "should return a tensor"),
+    (lambda x, w, s: s * F.normalize(x, dim=-1) @ F.normalize(w, dim=-1).T if x.dim() == 2 else x.sum(), "transpose the last two"),
+])
+def test_cosine_logits_mistakes_are_named(cosine, message):
+    from course_lib.course.checks.linear_probe import check_cosine_logits
+    with pytest.raises(AssertionError, match=message):
+        check_cosine_logits(cosine)
+
+
+def _sorted_prototype_head(embeddings, labels, n_way):
+    centres = embeddings.reshape(n_way, -1, embeddings.shape[-1]).mean(1)
+    return 2 * centres, -centres.pow(2).sum(1)
+
+
+@pytest.mark.parametrize("head, message", [
+    (lambda e, y, n: (reference_prototype_head(e, y, n)[0] / 2, reference_prototype_head(e, y, n)[1]), "weight is 2 c_k"),
+    (lambda e, y, n: (reference_prototype_head(e, y, n)[0], -reference_prototype_head(e, y, n)[1]), "minus the squared"),
+    (lambda e, y, n: (reference_prototype_head(e, y, n)[0], torch.zeros(n, dtype=e.dtype)), "bias -||c_k||^2 is needed"),
+    (_sorted_prototype_head, "not sorted by label"),
+    (lambda e, y, n: reference_prototype_head(e, y, n)[0], "should return a tuple"),
+])
+def test_prototype_head_mistakes_are_named(head, message):
+    from course_lib.course.checks.maml_inner_and_outer import check_prototype_head
+    with pytest.raises(AssertionError, match=message):
+        check_prototype_head(head)
+
+
+def _backward_joint_gradient(theta, support_losses):
+    torch.stack([loss(theta) for loss in support_losses]).mean().backward()
+    return {name: p.grad.clone() for name, p in theta.items()}
+
+
+@pytest.mark.parametrize("gradient, message", [
+    (lambda theta, losses: {k: -v for k, v in reference_joint_gradient(theta, losses).items()}, "sign is flipped"),
+    (lambda theta, losses: {k: len(losses) * v for k, v in reference_joint_gradient(theta, losses).items()}, "summed"),
+    (lambda theta, losses: reference_joint_gradient(theta, losses[:1]), "only the first task"),
+    (lambda theta, losses: reference_joint_gradient(theta, losses[-1:]), "only the last task"),
+    (_backward_joint_gradient, "use torch.autograd.grad"),
+    (lambda theta, losses: list(reference_joint_gradient(theta, losses).values()), "should return a dict"),
+])
+def test_joint_training_gradient_mistakes_are_named(gradient, message):
+    from course_lib.course.checks.reptile_step import check_joint_training_gradient
+    with pytest.raises(AssertionError, match=message):
+        check_joint_training_gradient(gradient)
+
+
+def _interval(values, quantile, correction=1, divide=True):
+    values = torch.as_tensor(values, dtype=torch.float64)
+    return values.mean().item(), quantile * values.std(correction=correction).item() / (len(values) ** 0.5 if divide else 1)
+
+
+def _t(n):
+    from scipy import stats
+    return stats.t.ppf(0.975, n - 1)
+
+
+@pytest.mark.parametrize("paired, message", [
+    (lambda a, b: ((b - a).mean().item(), _t(len(a)) * (a.var() / len(a) + b.var() / len(b)).sqrt().item()), "unpaired"),
+    (lambda a, b: ((b - a).mean().item(), mean_confidence_interval(a)[1] + mean_confidence_interval(b)[1]),
+     "adding the two methods' half-widths"),
+    (lambda a, b: _interval(b - a, 1.959964), "not the normal quantile"),
+    (lambda a, b: _interval(b - a, _t(len(a)), correction=0), "ddof=1"),
+    (lambda a, b: _interval(b - a, _t(len(a)), divide=False), "divide the standard deviation by sqrt"),
+    (lambda a, b: mean_confidence_interval(b.sort().values - a.sort().values), "do not sort"),
+    (lambda a, b: mean_confidence_interval(a - b), "not a - b"),
+    (lambda a, b: mean_confidence_interval(b[: min(len(a), len(b))] - a[: min(len(a), len(b))]), "different lengths"),
+    (lambda a, b: (b - a).mean().item(), "should return a tuple"),
+])
+def test_paired_difference_mistakes_are_named(paired, message):
+    from course_lib.course.checks.paired_intervals import check_paired_difference
+    with pytest.raises(AssertionError, match=message):
+        check_paired_difference(paired)

@@ -81,3 +81,47 @@ def check_linear_probe(linear_probe: Callable, seconds: float = 30) -> None:
         if not torch.equal(got3.argmax(1), query3_y):
             _fail(name, "misclassifies a linearly separable 3-way 5-shot task in 8 dimensions")
     print(f"{name}: all checks passed")
+
+
+def check_cosine_logits(cosine_logits: Callable, seconds: float = 10) -> None:
+    """Check ``cosine_logits(features [n, D], weight [N, D], scale) -> [n, N]``, the head of Baseline++
+    (Chen et al. 2019): ``scale * cos(w_k, x)``, each feature row and each class row normalised to unit length."""
+    name = "cosine_logits"
+    generator = torch.Generator().manual_seed(0)
+    features = 3 * torch.rand(6, 4, generator=generator, dtype=torch.float64) + 0.1
+    weight = torch.randn(3, 4, generator=generator, dtype=torch.float64) * torch.tensor([[0.5], [2.0], [7.0]])
+    originals = features.clone(), weight.clone()
+    scale = 2.0
+
+    def unit(x, dim=-1):
+        return x / x.norm(dim=dim, keepdim=True)
+
+    right = scale * unit(features) @ unit(weight).T
+    mistakes = [
+        (scale * unit(features) @ weight.T, "normalise the class weights too: each row w_k of weight to unit length"),
+        (scale * features @ unit(weight).T, "normalise the features too: each row x to unit length"),
+        (scale * features @ weight.T, "that is a linear head: divide by the lengths of x and of w_k (a cosine)"),
+        (unit(features) @ unit(weight).T, "multiply the cosines by scale"),
+        (scale * unit(features, 0) @ unit(weight, 0).T, "normalise each row (dim=-1), not each column"),
+        (-scale * torch.cdist(unit(features), unit(weight)), "a cosine, not a distance between the unit vectors"),
+    ]
+    with time_limit(seconds, name):
+        got = cosine_logits(features, weight, scale)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (6, 3):
+            _fail(name, f"should return a tensor [n, N] = [6, 3], got "
+                        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        if not (torch.equal(features, originals[0]) and torch.equal(weight, originals[1])):
+            _fail(name, "the inputs were changed in place: build new tensors (x / x.norm(...), not x /= ...)")
+        if not torch.allclose(got.double(), right, atol=1e-6):
+            for wrong, hint in mistakes:
+                if torch.allclose(got.double(), wrong, atol=1e-6):
+                    _fail(name, hint)
+            _fail(name, "expected scale * (x / ||x||) @ (w / ||w||).T, one row per feature, one column per class")
+        if not torch.allclose(cosine_logits(5 * features, 0.1 * weight, scale).double(), right, atol=1e-6):
+            _fail(name, "the logits changed when x and w were rescaled: a cosine ignores lengths")
+        batched = cosine_logits(torch.stack([features, 2 * features]), torch.stack([weight, weight.flip(0)]), scale)
+        if not (isinstance(batched, torch.Tensor) and tuple(batched.shape) == (2, 6, 3)
+                and torch.allclose(batched.double(), torch.stack([right, right.flip(1)]), atol=1e-6)):
+            _fail(name, "with a leading episode dimension (x [E, n, D], weight [E, N, D]) the logits should be "
+                        "[E, n, N], episode by episode: transpose the last two dimensions (.transpose(-2, -1)), not .T")
+    print(f"{name}: all checks passed")

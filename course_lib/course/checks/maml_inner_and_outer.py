@@ -108,3 +108,44 @@ def check_maml_meta_loss(maml_meta_loss: Callable, seconds: float = 20) -> None:
                 _fail(name, f"{order} order, {steps} inner step(s): the value is right but the meta-gradient is not: "
                             "check create_graph=not first_order in the inner updates")
     print(f"{name}: all checks passed")
+
+
+def check_prototype_head(prototype_head: Callable, seconds: float = 10) -> None:
+    """Check ``prototype_head(support_embeddings [N*K, D], support_y [N*K], n_way) -> (weight [N, D], bias [N])``,
+    Proto-MAML's head (Triantafillou et al. 2020): ``w_k = 2 c_k``, ``b_k = -||c_k||^2`` with ``c_k`` the mean
+    embedding of class ``k``, so that ``w_k . f + b_k = -||f - c_k||^2 + ||f||^2``: ProtoNet's classifier."""
+    name = "prototype_head"
+    generator = torch.Generator().manual_seed(0)
+    n_way, k_shot, dim = 3, 2, 4
+    labels = torch.randperm(n_way * k_shot, generator=generator) % n_way     # support sets need not be sorted
+    embeddings = torch.randn(n_way * k_shot, dim, generator=generator, dtype=torch.float64) + 2 * labels[:, None]
+    originals = embeddings.clone(), labels.clone()
+    centres = torch.stack([embeddings[labels == k].mean(0) for k in range(n_way)])
+    sums = torch.stack([embeddings[labels == k].sum(0) for k in range(n_way)])
+    sorted_centres = torch.stack([embeddings[k * k_shot:(k + 1) * k_shot].mean(0) for k in range(n_way)])
+    mistakes = [
+        ((centres, -centres.pow(2).sum(1)), "the weight is 2 c_k: -||f - c||^2 = 2 c.f - ||c||^2 - ||f||^2"),
+        ((2 * centres, centres.pow(2).sum(1)), "the bias is -||c_k||^2 (minus the squared length)"),
+        ((2 * centres, -centres.norm(dim=1)), "the bias is -||c_k||^2: the squared length, not the length"),
+        ((2 * centres, torch.zeros(n_way, dtype=torch.float64)),
+         "the bias -||c_k||^2 is needed: without it the head prefers prototypes of large norm"),
+        ((2 * sums, -sums.pow(2).sum(1)), "c_k is the mean of the class's embeddings, not their sum"),
+        ((2 * sorted_centres, -sorted_centres.pow(2).sum(1)),
+         "the support set is not sorted by label: pick the rows of class k with support_y == k"),
+    ]
+    with time_limit(seconds, name):
+        got = prototype_head(embeddings, labels, n_way)
+        if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
+            _fail(name, "should return a tuple (weight [N, D], bias [N])")
+        weight, bias = (t.double() for t in got)
+        if tuple(weight.shape) != (n_way, dim) or tuple(bias.shape) != (n_way,):
+            _fail(name, f"expected weight [{n_way}, {dim}] and bias [{n_way}], got {tuple(weight.shape)} "
+                        f"and {tuple(bias.shape)}")
+        if not (torch.equal(embeddings, originals[0]) and torch.equal(labels, originals[1])):
+            _fail(name, "the inputs were changed in place")
+        if not (torch.allclose(weight, 2 * centres, atol=1e-8) and torch.allclose(bias, -centres.pow(2).sum(1), atol=1e-8)):
+            for (wrong_weight, wrong_bias), hint in mistakes:
+                if torch.allclose(weight, wrong_weight, atol=1e-8) and torch.allclose(bias, wrong_bias, atol=1e-8):
+                    _fail(name, hint)
+            _fail(name, "expected weight = 2 c_k and bias = -||c_k||^2, c_k the mean embedding of class k")
+    print(f"{name}: all checks passed")

@@ -62,3 +62,48 @@ def check_reptile_step(reptile_step: Callable, seconds: float = 10) -> None:
         if not all(torch.allclose(single[k], adapted[1][k], atol=1e-10) for k in theta):
             _fail(name, "with one task and outer_lr = 1 the new theta should be that task's adapted weights")
     print(f"{name}: all checks passed")
+
+
+class _QuadraticLoss:
+    """``L(w, b) = scale/2 ||w - target||^2 + scale/2 b^2``, gradient ``(scale (w - target), scale b)``; a class,
+    not a closure, so that the grader can send it to the learner's kernel."""
+
+    def __init__(self, target: torch.Tensor, scale: float) -> None:
+        self.target, self.scale = target, scale
+
+    def __call__(self, params: dict) -> torch.Tensor:
+        return 0.5 * self.scale * ((params["w"] - self.target).pow(2).sum() + params["b"].pow(2))
+
+
+def check_joint_training_gradient(joint_training_gradient: Callable, seconds: float = 10) -> None:
+    """Check ``joint_training_gradient(theta, support_losses) -> dict``: the gradient at ``theta`` of the mean
+    over tasks of the support losses, ``(1/B) sum_i grad L_i(theta)`` (each ``support_losses[i]`` a function of
+    a dict of weights returning a scalar), as new tensors with ``theta``'s names."""
+    name = "joint_training_gradient"
+    generator = torch.Generator().manual_seed(0)
+    theta = {"w": torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True),
+             "b": torch.randn((), generator=generator, dtype=torch.float64, requires_grad=True)}
+    targets = [torch.randn(3, generator=generator, dtype=torch.float64) for _ in range(3)]
+    scales = [1.0, 2.0, 5.0]
+
+    losses = [_QuadraticLoss(t, s) for t, s in zip(targets, scales)]
+    per_task = [{"w": s * (theta["w"].detach() - t), "b": s * theta["b"].detach()} for t, s in zip(targets, scales)]
+    right = {k: torch.stack([g[k] for g in per_task]).mean(0) for k in theta}
+    mistakes = [
+        ({k: -v for k, v in right.items()}, "the sign is flipped: return the gradient, not the step"),
+        ({k: len(losses) * v for k, v in right.items()}, "the task gradients were summed: average them"),
+        (per_task[0], "only the first task was used: average over all support losses"),
+        (per_task[-1], "only the last task was used: average over all support losses"),
+    ]
+    with time_limit(seconds, name):
+        got = joint_training_gradient(theta, losses)
+        if not isinstance(got, dict) or set(got) != set(theta):
+            _fail(name, f"should return a dict with the keys of theta {sorted(theta)}, got {type(got).__name__}")
+        if any(not torch.allclose(got[k].detach().double(), right[k], atol=1e-10) for k in theta):
+            for wrong, hint in mistakes:
+                if all(torch.allclose(got[k].detach().double(), wrong[k], atol=1e-10) for k in theta):
+                    _fail(name, hint)
+            _fail(name, "expected the mean over tasks of torch.autograd.grad(L_i(theta), theta's tensors)")
+        if any(theta[k].grad is not None for k in theta):
+            _fail(name, "theta's .grad was written (loss.backward()): use torch.autograd.grad, which leaves it alone")
+    print(f"{name}: all checks passed")
