@@ -1,6 +1,7 @@
 """Command line of the course.
 
     python -m course_lib run [--profile quick|full] [--rehearse] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
+    python -m course_lib seeds [--seeds 0 1 2] [--notebooks 02 03 04 05] [--out DIR] [--timeout SECONDS]
     python -m course_lib exercises [--check]
     python -m course_lib grade SUBMISSIONS... [--out DIR] [--resume] [-j N] [--timeout SECONDS] [--budget SECONDS]
                                [--memory-gb GB] [--sandbox process|namespace] [--hidden DIR] [--solutions DIR]
@@ -93,6 +94,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<profile>/)")
     run.add_argument("--timeout", type=seconds, default=1800, help="seconds allowed per cell (at least 1)")
 
+    seeds = commands.add_parser("seeds", help="rerun notebooks with several training seeds: the spread between "
+                                              "seeds and paired differences, on the same test episodes")
+    seeds.add_argument("--seeds", nargs="+", type=whole_number_at_least(0), default=[0, 1, 2], metavar="SEED",
+                       help="training seeds (default: 0 1 2)")
+    seeds.add_argument("--notebooks", nargs="+", metavar="NN", default=["02", "03", "04", "05"],
+                       help="notebooks whose names start with these (default: 02 03 04 05, the cheap headline rows)")
+    seeds.add_argument("--out", type=Path, help="folder for one run per seed and seeds.md (default: runs/<time>-seeds/)")
+    seeds.add_argument("--timeout", type=seconds, default=1800, help="seconds allowed per cell (at least 1)")
+
     exercises = commands.add_parser("exercises", help="generate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true", help="only report exercises that are out of date")
 
@@ -149,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.rehearse and args.profile == "quick":
             parser.error("--rehearse rehearses the full profile: leave out --profile quick")
         return run_course(args.profile, args.notebooks, args.out, args.timeout, rehearse=args.rehearse)
+    if args.command == "seeds":
+        from datetime import datetime
+
+        from .course.seeds import run_seeds
+        return run_seeds(args.seeds, args.notebooks, args.out or REPO / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-seeds",
+                         args.timeout)
     if args.command == "exercises":
         from .course.exercises import generate_exercises, stale_exercises
         if args.check:

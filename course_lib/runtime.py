@@ -127,6 +127,16 @@ def rehearsal_cap(count: int, few: int) -> int:
     return min(count, few) if rehearsing() else count
 
 
+def training_seed() -> int:
+    """The seed of a notebook's headline training runs (their initial weights and the order of their training
+    tasks): ``$COURSE_SEED``, default 0. ``python -m course_lib seeds`` reruns notebooks with other seeds;
+    evaluation episodes keep their own fixed seeds, so every training seed is scored on the same episodes."""
+    value = os.environ.get("COURSE_SEED", "").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"COURSE_SEED={value!r}: a training seed is a whole number >= 0 (unset: 0)")
+    return int(value)
+
+
 def checkpoint_path(name: str) -> Path:
     """Where a long run keeps its checkpoint ``name``: ``$COURSE_CHECKPOINTS/name``, else the course's own
     ``checkpoints/`` folder (ignored by git). On Colab the setup cell can point ``COURSE_CHECKPOINTS`` at
@@ -266,4 +276,5 @@ def describe(device: torch.device, profile: Profile) -> str:
     extra = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     rehearsal = (f" (rehearsal: {REHEARSAL_STEPS} steps per training run, {REHEARSAL_EPISODES} episodes per "
                  "evaluation; numbers mean nothing)") if profile.rehearse else ""
-    return f"device: {device.type}{extra} | profile: {profile.name}{rehearsal} | torch {torch.__version__}"
+    seed = f" | training seed {training_seed()}" if training_seed() else ""
+    return f"device: {device.type}{extra} | profile: {profile.name}{rehearsal}{seed} | torch {torch.__version__}"

@@ -17,19 +17,22 @@ def record(name: str, result: EvalResult | float, *, data: str, unit: str = "",
            ci95: float | None = None) -> None:
     """Record a headline number with its 95% CI and the data it was measured on.
 
-    ``result`` is an :class:`EvalResult` (mean and CI are taken from it) or a plain value with
-    an optional ``ci95``. Accuracies are stored in percent. Prints the line it records and,
-    when ``COURSE_REPORT_FILE`` is set, appends it there as one JSON line.
+    ``result`` is an :class:`EvalResult` (mean and CI are taken from it, and its per-episode values are kept
+    as ``values``) or a plain value with an optional ``ci95``. Accuracies are stored in percent. Prints the
+    line it records and, when ``COURSE_REPORT_FILE`` is set, appends it there as one JSON line.
     """
     if isinstance(result, EvalResult):
         scale = 100.0 if result.metric == "accuracy" else 1.0
         value, ci95 = scale * result.mean, scale * result.ci95
         unit = unit or ("%" if result.metric == "accuracy" else result.metric)
         episodes = len(result.values)
+        values = [round(scale * float(v), 4) for v in result.values]
     else:
-        value, episodes = float(result), None
+        value, episodes, values = float(result), None, None
     entry = {"name": name, "value": round(float(value), 4), "ci95": None if ci95 is None else round(float(ci95), 4),
              "unit": unit, "episodes": episodes, "data": data}
+    if values is not None:   # per episode, in the entry's unit: what pairs two results on the same episodes
+        entry["values"] = values
     path = os.environ.get("COURSE_REPORT_FILE")
     if path:
         with open(path, "a", encoding="utf-8") as f:

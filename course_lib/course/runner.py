@@ -94,13 +94,15 @@ def format_value(result: dict) -> str:
     return f"{result['value']:.1f}{ci} {result['unit']}".strip()
 
 
-def write_report(out_dir: Path, profile: str, runs: list[NotebookRun], rehearse: bool = False) -> None:
+def write_report(out_dir: Path, profile: str, runs: list[NotebookRun], rehearse: bool = False,
+                 seed: int = 0) -> None:
     """``report.json`` (everything) and ``report.md`` (a table per notebook)."""
     (out_dir / "report.json").write_text(
-        json.dumps({"profile": profile, "rehearsal": rehearse, "notebooks": [asdict(r) for r in runs]}, indent=2),
+        json.dumps({"profile": profile, "rehearsal": rehearse, "training_seed": seed,
+                    "notebooks": [asdict(r) for r in runs]}, indent=2),
         encoding="utf-8")
-    title = f"# Course run ({profile} profile" + (", rehearsal: a few steps, the numbers mean nothing)" if rehearse
-                                                 else ")")
+    title = (f"# Course run ({profile} profile" + (f", training seed {seed}" if seed else "")
+             + (", rehearsal: a few steps, the numbers mean nothing)" if rehearse else ")"))
     lines = [title, "",
              "| notebook | status | time (s) |", "| --- | --- | --- |"]
     lines += [f"| {r.notebook} | {r.status} | {r.seconds:.0f} |" for r in runs]
@@ -117,12 +119,13 @@ def write_report(out_dir: Path, profile: str, runs: list[NotebookRun], rehearse:
 
 def run_course(profile: str | None = None, selection: list[str] | None = None,
                out_dir: Path | None = None, timeout: int = 1800, folder: Path = NOTEBOOKS,
-               rehearse: bool = False) -> int:
+               rehearse: bool = False, seed: int = 0) -> int:
     """Run the notebooks in order and write the report; return 0 if all passed, else 1.
 
     A failing notebook does not stop the run: the notebooks share no state (each has a fresh kernel and
     loads its own data), so the ones after it are still worth running, and every failure is named.
     ``rehearse``: rehearse the full profile (see the module docstring); the profile must be full or None.
+    ``seed``: the notebooks' training seed (``COURSE_SEED``, :func:`course_lib.runtime.training_seed`).
     """
     rehearse = rehearse or rehearsing()   # --rehearse, or COURSE_REHEARSE=1 as for a single notebook
     if rehearse and profile not in (None, "full"):
@@ -131,12 +134,14 @@ def run_course(profile: str | None = None, selection: list[str] | None = None,
     profile = "full" if rehearse else get_profile(profile).name
     notebooks = select_notebooks(selection, folder)
     kind = f"{profile}-rehearsal" if rehearse else profile
+    kind += f"-seed{seed}" if seed else ""
     out_dir = out_dir or REPO / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{kind}"
     if (out_dir / "notebooks").resolve() == folder.resolve():
         raise SystemExit(f"--out {out_dir} would write the executed notebooks over the stored ones in {folder}: "
                          "choose another folder")
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    env = {"COURSE_PROFILE": profile, "COURSE_PROGRESS": "0", "COURSE_REHEARSE": "1" if rehearse else "0"}
+    env = {"COURSE_PROFILE": profile, "COURSE_PROGRESS": "0", "COURSE_REHEARSE": "1" if rehearse else "0",
+           "COURSE_SEED": str(seed)}
     if rehearse:   # the CPU unless asked otherwise; the hub's cache only, so that a missing model fails at once
         env.update(COURSE_DEVICE=os.environ.get("COURSE_DEVICE", "cpu"), HF_HUB_OFFLINE="1")
     if os.environ.get("COURSE_DATA"):
@@ -152,7 +157,7 @@ def run_course(profile: str | None = None, selection: list[str] | None = None,
         runs.append(run)
         bar.write(f"{run.status:>6}  {run.notebook}  {run.seconds:.0f} s"
                   + "".join(f"\n        {x['name']}: {format_value(x)}" for x in run.results))
-        write_report(out_dir, profile, runs, rehearse)
+        write_report(out_dir, profile, runs, rehearse, seed)
     bar.close()
     failed = [run for run in runs if run.status == "failed"]
     if failed:
