@@ -140,8 +140,11 @@ def training_seed() -> int:
 def checkpoint_path(name: str) -> Path:
     """Where a long run keeps its checkpoint ``name``: ``$COURSE_CHECKPOINTS/name``, else the course's own
     ``checkpoints/`` folder (ignored by git). On Colab the setup cell can point ``COURSE_CHECKPOINTS`` at
-    Google Drive, so a run survives a recycled VM."""
+    Google Drive, so a run survives a recycled VM. Under a training seed other than 0 (:func:`training_seed`)
+    the name carries it: ``03_maml_omniglot-seed1.pt``."""
     folder = os.environ.get("COURSE_CHECKPOINTS")
+    if training_seed():   # another training seed is another run: it must not resume seed 0's checkpoint
+        name = f"{Path(name).stem}-seed{training_seed()}{Path(name).suffix}"
     return (Path(folder).expanduser() if folder else Path(__file__).resolve().parents[1] / "checkpoints") / name
 
 

@@ -92,3 +92,11 @@ def test_run_seeds_runs_each_seed_and_writes_the_summary(tmp_path):
 def test_one_seed_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="at least two different seeds"):
         run_seeds([1, 1], None, tmp_path)
+
+
+def test_another_training_seed_keeps_its_own_checkpoint(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path))
+    monkeypatch.delenv("COURSE_SEED", raising=False)
+    assert runtime.checkpoint_path("03_maml_omniglot.pt") == tmp_path / "03_maml_omniglot.pt"
+    monkeypatch.setenv("COURSE_SEED", "1")
+    assert runtime.checkpoint_path("03_maml_omniglot.pt") == tmp_path / "03_maml_omniglot-seed1.pt"
