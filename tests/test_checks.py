@@ -603,3 +603,109 @@ def test_paired_difference_mistakes_are_named(paired, message):
     from course_lib.course.checks.paired_intervals import check_paired_difference
     with pytest.raises(AssertionError, match=message):
         check_paired_difference(paired)
+
+
+# --- 07 and 09: the LoRA layer by hand, MetaICL's loss, channel scoring -----------------------------
+
+def reference_metaicl_loss(logits, input_ids, label_mask):
+    token_log_probs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    mask = label_mask[:, 1:]
+    return -(token_log_probs * mask).sum() / mask.sum()
+
+
+def reference_lora_factors(base, rank):
+    return torch.randn(rank, base.in_features) / base.in_features ** 0.5, torch.zeros(base.out_features, rank)
+
+
+def reference_lora_forward(x, base, A, B, alpha, scale=None):
+    return base(x) + (alpha / A.shape[0] if scale is None else scale) * x @ A.T @ B.T
+
+
+def reference_channel_scores(label_log_likelihood):
+    from course_lib.text.prompting import build_channel_context
+
+    def channel(model, tokenizer, demonstrations, query, label_names, normalise=True):
+        text = tokenizer(" " + query)["input_ids"]
+        return torch.tensor([float(label_log_likelihood(model, tokenizer(build_channel_context(demonstrations, c))["input_ids"],
+                                                        text, normalise)) for c in label_names])
+    return channel
+
+
+def reference_label_log_likelihood(model, prompt_ids, label_ids, length_normalise):
+    log_probs = model(input_ids=torch.tensor([prompt_ids + label_ids])).logits[0].log_softmax(-1)
+    m = len(prompt_ids)
+    total = log_probs[torch.arange(m - 1, m - 1 + len(label_ids)), torch.tensor(label_ids)].sum()
+    return total / len(label_ids) if length_normalise else total
+
+
+def test_lm_extension_checkers_accept_the_references(capsys):
+    from course_lib.course.checks.label_scoring import check_channel_scores, check_metaicl_loss
+    from course_lib.course.checks.pooling_and_lora_step import check_lora_factors, check_lora_forward
+    from course_lib.meta import metaicl
+    check_metaicl_loss(reference_metaicl_loss)
+    check_metaicl_loss(lambda logits, ids, mask: -metaicl.label_log_likelihood(logits, ids, mask)[0].sum()
+                       / metaicl.label_log_likelihood(logits, ids, mask)[1].sum())
+    check_lora_factors(reference_lora_factors)
+    check_lora_forward(reference_lora_forward)
+    check_channel_scores(reference_channel_scores(reference_label_log_likelihood), reference_label_log_likelihood)
+    assert capsys.readouterr().out.count("all checks passed") == 5
+
+
+def _own_position_loss(logits, input_ids, label_mask):
+    own = logits.log_softmax(-1).gather(-1, input_ids[..., None]).squeeze(-1)
+    return -(own * label_mask).sum() / label_mask.sum()
+
+
+@pytest.mark.parametrize("loss, message", [
+    (lambda l, i, m: -reference_metaicl_loss(l, i, m), "MINUS the log-likelihood"),
+    (_own_position_loss, "shift by one"),
+    (lambda l, i, m: reference_metaicl_loss(l, i, torch.ones_like(m)), "only the label tokens count"),
+    (lambda l, i, m: torch.stack([reference_metaicl_loss(l[b:b + 1], i[b:b + 1], m[b:b + 1]) for b in range(len(l))]).mean(),
+     "not per sequence first"),
+    (lambda l, i, m: reference_metaicl_loss(l, i, m) * m[:, 1:].sum(), "divide by the number of label tokens"),
+    (lambda l, i, m: float(reference_metaicl_loss(l, i, m)), "should return one number as a tensor"),
+])
+def test_metaicl_loss_mistakes_are_named(loss, message):
+    from course_lib.course.checks.label_scoring import check_metaicl_loss
+    with pytest.raises(AssertionError, match=message):
+        check_metaicl_loss(loss)
+
+
+@pytest.mark.parametrize("factors, message", [
+    (lambda base, r: (torch.randn(r, base.in_features), torch.randn(base.out_features, r)), "start B at zero"),
+    (lambda base, r: (torch.zeros(r, base.in_features), torch.zeros(base.out_features, r)), "start A random"),
+    (lambda base, r: (100 * torch.randn(r, base.in_features), torch.zeros(base.out_features, r)), "too large"),
+    (lambda base, r: (torch.randn(base.in_features, r), torch.zeros(r, base.out_features)), "A should be"),
+    (lambda base, r: torch.zeros(r, base.in_features), "should return a tuple"),
+])
+def test_lora_factor_mistakes_are_named(factors, message):
+    from course_lib.course.checks.pooling_and_lora_step import check_lora_factors
+    with pytest.raises(AssertionError, match=message):
+        check_lora_factors(factors)
+
+
+@pytest.mark.parametrize("forward, message", [
+    (lambda x, base, A, B, a: reference_lora_forward(x, base, A, B, a, scale=a), "not alpha$"),
+    (lambda x, base, A, B, a: reference_lora_forward(x, base, A, B, a, scale=A.shape[0] / a), "not rank / alpha"),
+    (lambda x, base, A, B, a: reference_lora_forward(x, base, A, B, a, scale=1.0), "multiply the low-rank term"),
+    (lambda x, base, A, B, a: reference_lora_forward(x, base, A, B, a) - base(x), "add the pretrained"),
+    (lambda x, base, A, B, a: reference_lora_forward(x, base, A, B, a)[0], "should be \\[3, 5, 4\\]"),
+])
+def test_lora_forward_mistakes_are_named(forward, message):
+    from course_lib.course.checks.pooling_and_lora_step import check_lora_forward
+    with pytest.raises(AssertionError, match=message):
+        check_lora_forward(forward)
+
+
+def test_channel_mistakes_are_named():
+    from course_lib.course.checks.label_scoring import check_channel_scores
+    from course_lib.text.prompting import build_prompt
+
+    def direct(model, tokenizer, demonstrations, query, label_names):
+        prompt = tokenizer(build_prompt(demonstrations, query))["input_ids"]
+        return [reference_label_log_likelihood(model, prompt, tokenizer(" " + c)["input_ids"], True) for c in label_names]
+
+    unnormalised = lambda *args: reference_channel_scores(reference_label_log_likelihood)(*args, normalise=False)
+    for wrong, message in [(direct, "that is the direct score"), (unnormalised, "divide each score")]:
+        with pytest.raises(AssertionError, match=message):
+            check_channel_scores(wrong, reference_label_log_likelihood)

@@ -109,3 +109,92 @@ def check_lora_inner_step(lora_inner_step: Callable, seconds: float = 10) -> Non
                     hint = "expected params[name] - lr * (gradient of the support cross-entropy at params)"
                 _fail(name, f"{key}: {hint}")
     print(f"{name}: all checks passed")
+
+
+class _Projection(torch.nn.Module):
+    """One linear layer named like an attention projection, for peft to wrap."""
+
+    def __init__(self, base: torch.nn.Linear):
+        super().__init__()
+        self.query = base
+
+    def forward(self, x):
+        return self.query(x)
+
+
+def check_lora_factors(lora_factors: Callable, seconds: float = 10) -> None:
+    """Check ``lora_factors(base: nn.Linear, rank) -> (A [rank, d_in], B [d_out, rank])``: LoRA's starting factors,
+    ``A`` random (small: entries of order ``1 / sqrt(d_in)`` or less) and ``B`` zeros, new tensors (Hu et al. 2021)."""
+    name = "lora_factors"
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 4)
+    before = [p.detach().clone() for p in base.parameters()]
+    with time_limit(seconds, name):
+        got = lora_factors(base, 2)
+        if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
+            _fail(name, "should return a tuple (A, B) of tensors")
+        A, B = got
+        if tuple(A.shape) != (2, 6) or tuple(B.shape) != (4, 2):
+            _fail(name, f"A should be [rank, in_features] = [2, 6] and B [out_features, rank] = [4, 2], got "
+                        f"{tuple(A.shape)} and {tuple(B.shape)}")
+        if B.abs().sum() != 0:
+            _fail(name, "start B at zero, so that the adapted layer equals the pretrained one at first")
+        if A.abs().sum() == 0:
+            _fail(name, "start A random, not at zero: with A = 0 and B = 0 both gradients are zero and nothing trains")
+        if A.abs().max() > 3:
+            _fail(name, "A's entries are too large: scale them like a layer's initial weights, e.g. randn / sqrt(d_in)")
+        if any(not torch.equal(p, q) for p, q in zip(base.parameters(), before)):
+            _fail(name, "the pretrained layer was changed: leave base as it is")
+    print(f"{name}: all checks passed")
+
+
+class _Projection(torch.nn.Module):
+    """One linear layer named like an attention projection, for peft to wrap."""
+
+    def __init__(self, base: torch.nn.Linear):
+        super().__init__()
+        self.query = base
+
+    def forward(self, x):
+        return self.query(x)
+
+
+def check_lora_forward(lora_forward: Callable, seconds: float = 20) -> None:
+    """Check ``lora_forward(x [..., d_in], base: nn.Linear, A [r, d_in], B [d_out, r], alpha) -> [..., d_out]``:
+    ``base(x) + (alpha / r) * x A^T B^T`` (Hu et al. 2021), compared with ``peft``'s LoRA layer holding the same
+    ``A`` and ``B``."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    name = "lora_forward"
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 4)
+    rank, alpha = 2, 8.0
+    x = torch.randn(3, 5, 6)      # a batch of sequences: [batch, tokens, d_in]
+    A, B = 0.5 * torch.randn(rank, 6), 0.5 * torch.randn(4, rank)
+    peft_model = get_peft_model(_Projection(copy.deepcopy(base)),
+                                LoraConfig(r=rank, lora_alpha=alpha, target_modules=["query"], lora_dropout=0.0))
+    layer = peft_model.base_model.model.query
+    with torch.no_grad():
+        layer.lora_A["default"].weight.copy_(A)
+        layer.lora_B["default"].weight.copy_(B)
+        want = peft_model(x)
+        lora = x @ A.T @ B.T
+        hints = [(base(x) + alpha * lora, "the scale is alpha / rank, not alpha"),
+                 (base(x) + rank / alpha * lora, "the scale is alpha / rank, not rank / alpha"),
+                 (base(x) + lora, "multiply the low-rank term by alpha / rank"),
+                 (alpha / rank * lora, "add the pretrained layer's output base(x)")]
+    with time_limit(seconds, name), torch.no_grad():
+        got = lora_forward(x, base, A, B, alpha)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (3, 5, 4):
+            _fail(name, f"for x of shape [3, 5, 6] the output should be [3, 5, 4], got "
+                        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        if not torch.allclose(got, want, atol=1e-5):
+            for wrong, hint in hints:
+                if torch.allclose(got, wrong, atol=1e-5):
+                    _fail(name, hint)
+            _fail(name, "expected base(x) + (alpha / rank) * x A^T B^T, as peft's LoRA layer computes")
+        if not torch.allclose(lora_forward(x, base, A, torch.zeros_like(B), alpha), base(x), atol=1e-6):
+            _fail(name, "with B = 0 the output should be base(x)")
+    print(f"{name}: all checks passed (the same output as peft's LoRA layer)")
