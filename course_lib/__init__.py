@@ -27,7 +27,7 @@ Modules, each one idea (the notebook that introduces it in brackets):
     runtime   device, seeds, profiles, mixed precision       (00_orientation)
     data      datasets, episodes, sinusoid tasks, stand-ins, your image folders  (01_few_shot_problem)
     models    the 4-block conv net and the sinusoid MLP      (01, 03)
-    meta      MAML, Reptile, ProtoNet, transfer baselines, in-context learners  (02-09)
+    meta      MAML, Reptile, ProtoNet, Proto-MAML, transfer baselines, in-context learners  (02-09)
     train     the one meta-training loop                     (01)
     evaluate  mean and 95% CI over fixed held-out episodes    (01)
     recipes   ready-made training on an image folder, and load_learner
@@ -43,6 +43,7 @@ from .data.sinusoid import SinusoidTasks
 from .evaluate import EvalResult, evaluate_episodes, mean_confidence_interval
 from .meta import protonet
 from .meta.maml import MAML
+from .meta.proto_maml import ProtoMAML
 from .meta.reptile import Reptile
 from .models import MLP, ConvNet
 from .recipes import Learner, load_learner, train_on_folder
@@ -55,7 +56,7 @@ __all__ = [
     "ClassDataset", "Episode", "EpisodeSampler", "MixtureSampler", "fixed_episodes", "load_image_folder",
     "load_omniglot", "SinusoidTasks",
     "ConvNet", "MLP",
-    "MAML", "Reptile", "protonet",
+    "MAML", "ProtoMAML", "Reptile", "protonet",
     "train", "TrainConfig", "History",
     "evaluate_episodes", "EvalResult", "mean_confidence_interval",
     "train_on_folder", "load_learner", "Learner",
