@@ -87,6 +87,9 @@ def test_run_seeds_runs_each_seed_and_writes_the_summary(tmp_path):
     assert rows["noisy"]["seed_std"] > 0, "the kernels saw different training seeds"
     assert summary["paired"][0]["per_seed"]["0"]["episodes"] == 5
     assert "noisy minus fixed" in (tmp_path / "out" / "seeds.md").read_text()
+    written = (tmp_path / "out" / "seed-1" / "report.json").stat().st_mtime_ns
+    assert run_seeds([0, 1], None, tmp_path / "out", timeout=60, pairs=[("fixed", "noisy")], folder=notebooks) == 0
+    assert (tmp_path / "out" / "seed-1" / "report.json").stat().st_mtime_ns == written, "finished seeds are kept"
 
 
 def test_one_seed_is_refused(tmp_path):

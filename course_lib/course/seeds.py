@@ -130,17 +130,32 @@ def write_seed_report(out_dir: Path, reports: dict[int, dict], pairs: Sequence[t
     return markdown
 
 
+def _finished(run_dir: Path, seed: int, notebooks: list[str]) -> bool:
+    """Whether ``run_dir`` holds a run with training seed ``seed`` in which all of ``notebooks`` passed."""
+    try:
+        report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    passed = {run["notebook"] for run in report["notebooks"] if run["status"] == "passed"}
+    return report.get("training_seed", 0) == seed and not report.get("rehearsal") and set(notebooks) <= passed
+
+
 def run_seeds(seeds: Sequence[int], selection: list[str] | None, out_dir: Path, timeout: int = 1800,
               pairs: Sequence[tuple[str, str]] = PAIRS, folder: Path | None = None) -> int:
     """Run the selected notebooks (of ``folder``, default the course's) once per training seed into
     ``out_dir/seed-N`` and write the seed report; return 0 if every run passed, else 1 (the report then covers
-    the results recorded under every seed)."""
-    from .runner import NOTEBOOKS, run_course
+    the results recorded under every seed). A seed whose folder already holds a finished run of these notebooks
+    with that seed (all passed) is kept, not rerun: an interrupted command resumes, and seed 0 can come from a
+    plain ``python -m course_lib run --out OUT/seed-0``."""
+    from .runner import NOTEBOOKS, run_course, select_notebooks
 
     if len(set(seeds)) < 2:
         raise SystemExit(f"--seeds needs at least two different seeds to measure a spread, got {list(seeds)}")
     status = 0
     for seed in seeds:
+        if _finished(out_dir / f"seed-{seed}", seed, [path.stem for path in select_notebooks(selection, folder or NOTEBOOKS)]):
+            print(f"seed {seed}: kept the finished run in {out_dir.name}/seed-{seed}/")
+            continue
         status |= run_course(selection=selection, out_dir=out_dir / f"seed-{seed}", timeout=timeout,
                              folder=folder or NOTEBOOKS, seed=seed)
     reports = {seed: json.loads((out_dir / f"seed-{seed}" / "report.json").read_text(encoding="utf-8"))
