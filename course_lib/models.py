@@ -60,6 +60,12 @@ class ConvNet(nn.Module):
     embedding has ``hidden`` features. With ``n_classes`` a linear head gives logits
     ``[B, n_classes]``; without it the network returns the embedding ``[B, hidden]`` (ProtoNet).
     ``explicit_batch_norm`` selects :class:`ExplicitBatchNorm2d` (for MAML under ``vmap``).
+
+    ``ConvNet().to(memory_format=torch.channels_last)`` stores the convolutions' weights channels-last, so that
+    every activation keeps a pixel's channels side by side: the same function, about twice as fast on a CPU
+    (batch norm and max-pooling of the 28x28 block, most of the time in the default layout, then vectorise
+    along the channels; notebook 05 uses it). PyTorch's channels-last batch norm on a CPU sums its statistics
+    less precisely: float32 outputs agree with the default layout to about 1e-3 (relative), not 1e-6.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, n_blocks: int = 4,
