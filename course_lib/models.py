@@ -33,6 +33,10 @@ class ExplicitBatchNorm2d(nn.Module):
 def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = False) -> nn.Sequential:
     """3x3 conv (padding 1) -> batch norm -> ReLU -> 2x2 max-pool: halves height and width.
 
+    The layers run as conv, batch norm, max-pool, ReLU: the same function and the same gradients, bit
+    for bit (``relu(max(a, b, c, d)) = max(relu(a), ..., relu(d))``, ReLU being monotone), with the ReLU
+    and its backward on a quarter of the pixels (the forward pass about 15% faster on a CPU).
+
     Batch norm keeps no running statistics (``track_running_stats=False``): it normalises with
     the statistics of the batch at hand in training *and* at test time, as MAML's code does,
     so a task's support set is normalised by itself and no buffers change during adaptation.
@@ -44,8 +48,8 @@ def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = 
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         norm,
-        nn.ReLU(),
         nn.MaxPool2d(2),
+        nn.ReLU(),
     )
 
 
@@ -60,6 +64,12 @@ class ConvNet(nn.Module):
     embedding has ``hidden`` features. With ``n_classes`` a linear head gives logits
     ``[B, n_classes]``; without it the network returns the embedding ``[B, hidden]`` (ProtoNet).
     ``explicit_batch_norm`` selects :class:`ExplicitBatchNorm2d` (for MAML under ``vmap``).
+
+    ``ConvNet().to(memory_format=torch.channels_last)`` stores the convolutions' weights channels-last, so that
+    every activation keeps a pixel's channels side by side: the same function, about twice as fast on a CPU
+    (batch norm and max-pooling of the 28x28 block, most of the time in the default layout, then vectorise
+    along the channels; notebook 05 uses it). PyTorch's channels-last batch norm on a CPU sums its statistics
+    less precisely: float32 outputs agree with the default layout to about 1e-3 (relative), not 1e-6.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, n_blocks: int = 4,

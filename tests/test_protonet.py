@@ -138,6 +138,27 @@ def test_non_transductive_predict_embeds_each_query_with_the_support_only(distan
                        protonet.predict(torch.nn.Identity(), embedded, distance=distance))
 
 
+def test_a_channels_last_network_computes_the_same_logits_and_gradients():
+    """Notebook 05 stores its conv net channels-last (about twice as fast on a CPU): the same function."""
+    torch.manual_seed(0)
+    model = ConvNet().double()
+    channels_last = ConvNet().double().to(memory_format=torch.channels_last)
+    channels_last.load_state_dict(model.state_dict())
+    assert channels_last.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    batch = tiny_batch()
+    batch = Episode(batch.support_x.double(), batch.support_y, batch.query_x.double(), batch.query_y, batch.task)
+    grads = []
+    for net in (model, channels_last):
+        loss, _ = protonet.loss(net, batch)
+        loss.backward()
+        grads.append([p.grad for name, p in net.named_parameters() if not name.endswith("0.bias")])
+    # (a convolution's bias before batch norm has a gradient of zero: only rounding, left out)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(*grads))
+    for transductive in (True, False):
+        assert torch.allclose(protonet.predict(channels_last, batch[0], transductive=transductive),
+                              protonet.predict(model, batch[0], transductive=transductive), rtol=1e-9, atol=1e-9)
+
+
 def test_predict_scores_with_dropout_off_and_restores_the_mode():
     torch.manual_seed(0)
     model, episode = torch.nn.Sequential(ConvNet(), torch.nn.Dropout(0.5)), tiny_batch()[0]
@@ -153,7 +174,7 @@ def test_protonet_learns_real_omniglot(course_data):
     test_classes = load_omniglot("test", source="real")
     sampler = EpisodeSampler(train_classes, n_way=40, k_shot=1, n_query=2)   # the notebook's quick profile
     torch.manual_seed(0)
-    model = ConvNet()
+    model = ConvNet().to(memory_format=torch.channels_last)                   # as the notebook stores it
     config = TrainConfig(steps=100, lr=1e-3, log_every=50, progress=False)
     train(model, protonet.loss, lambda generator: sampler.sample_batch(1, generator), config)
     episodes = fixed_episodes(EpisodeSampler(test_classes, n_way=5, k_shot=1, n_query=15), 100, seed=0)

@@ -63,6 +63,22 @@ def test_conv_net_shapes_and_functional_call():
     assert sum(p.numel() for p in MLP().parameters()) == 1 * 40 + 40 + 40 * 40 + 40 + 40 + 1
 
 
+@pytest.mark.parametrize("explicit_batch_norm", [False, True])
+def test_conv_block_pools_before_its_relu_and_computes_the_papers_order_bit_for_bit(explicit_batch_norm):
+    from course_lib.models import conv_block
+    block = conv_block(1, 8, explicit_batch_norm)
+    conv, norm, pool, relu = block
+    assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(relu, torch.nn.ReLU)
+    papers_order = torch.nn.Sequential(conv, norm, relu, pool)     # the same modules: conv, BN, ReLU, max-pool
+    x = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.7).float()  # ink: ties
+    grads = []
+    for net in (block, papers_order):
+        out = net(x)
+        weight, = torch.autograd.grad(out.pow(2).sum(), conv.weight)
+        grads.append((out, weight))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
 def test_to_device_moves_every_tensor_of_a_batch_and_leaves_the_rest():
     from course_lib.data.episodes import Episode
     episode = Episode(torch.zeros(2, 1), torch.arange(2), torch.zeros(2, 1), torch.arange(2), torch.arange(2))
