@@ -1,7 +1,7 @@
 """Command line of the course.
 
     python -m course_lib run [--profile quick|full] [--rehearse] [--notebooks 00 01 ...] [--out DIR] [--timeout SECONDS]
-    python -m course_lib seeds [--seeds 0 1 2] [--notebooks 02 03 04 05] [--out DIR] [--timeout SECONDS]
+    python -m course_lib seeds [--seeds 0 1 2] [--notebooks 02 03 04 05 06] [--out DIR] [--timeout SECONDS]
     python -m course_lib exercises [--check]
     python -m course_lib grade SUBMISSIONS... [--out DIR] [--resume] [-j N] [--timeout SECONDS] [--budget SECONDS]
                                [--memory-gb GB] [--sandbox process|namespace] [--hidden DIR] [--solutions DIR]
@@ -98,8 +98,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                                               "seeds and paired differences, on the same test episodes")
     seeds.add_argument("--seeds", nargs="+", type=whole_number_at_least(0), default=[0, 1, 2], metavar="SEED",
                        help="training seeds (default: 0 1 2)")
-    seeds.add_argument("--notebooks", nargs="+", metavar="NN", default=["02", "03", "04", "05"],
-                       help="notebooks whose names start with these (default: 02 03 04 05, the cheap headline rows)")
+    seeds.add_argument("--notebooks", nargs="+", metavar="NN", default=["02", "03", "04", "05", "06"],
+                       help="notebooks whose names start with these (default: 02 to 06, the cheap headline rows "
+                            "and the equal-compute comparison)")
     seeds.add_argument("--out", type=Path, help="folder for one run per seed and seeds.md (default: runs/<time>-seeds/)")
     seeds.add_argument("--timeout", type=seconds, default=1800, help="seconds allowed per cell (at least 1)")
 

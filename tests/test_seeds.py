@@ -47,6 +47,9 @@ def test_the_spread_between_seeds_and_a_paired_difference_over_common_episodes()
     assert pair["seed_ci95"] == pytest.approx(
         stats.t.ppf(0.975, 2) * math.sqrt(sum((m - grand) ** 2 for m in means) / 2) / math.sqrt(3))
     assert paired(reports, "probe", "only in seed 1") is None
+    assert paired(reports, "prob", "prot") == pair, "a result is named by the start of its name"
+    with pytest.raises(ValueError, match="starts 2 results"):
+        paired(reports, "pro", "probe")
 
     markdown = format_markdown(list(rows.values()), [pair], [0, 1, 2], "quick")
     assert "| probe (%) | 65.0 ± 1.0 | 65.0 ± 1.0 | 60.0 ± 1.0 | 63.33 | sd 2.89, range 5.00 |" in markdown

@@ -2,7 +2,7 @@
 
 Every interval a notebook prints covers its test episodes for *one* trained model. A second training seed (other
 initial weights, another order of training tasks) moves the number too, and by how much the episode interval does
-not say. ``python -m course_lib seeds --seeds 0 1 2 --notebooks 02 03 04 05`` runs the notebooks once per seed
+not say. ``python -m course_lib seeds --seeds 0 1 2 --notebooks 02 03 04 05 06`` runs the notebooks once per seed
 (``COURSE_SEED``, read by :func:`course_lib.runtime.training_seed`; the test episodes keep their fixed seeds), each
 into ``OUT/seed-N/`` as ``python -m course_lib run`` would, then writes ``OUT/seeds.md`` and ``OUT/seeds.json``:
 
@@ -23,10 +23,15 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-# (first, second): the second minus the first. Both non-transductive, 5-way 1-shot, the course's fixed test episodes.
+# (first, second): the second minus the first, each the start of a result's name (06's names end in its budget,
+# which differs between profiles). Both on the same fixed 5-way 1-shot test episodes: 02's probe against 05's
+# ProtoNet and 04's Reptile (all three not transductive), and 06's methods at equal training FLOPs.
 PAIRS: tuple[tuple[str, str], ...] = (
     ("Omniglot 5-way 1-shot, pretrained + linear probe", "ProtoNet, 5-way 1-shot, not transductive"),
     ("Omniglot 5-way 1-shot, pretrained + linear probe", "Omniglot 5-way 1-shot, Reptile (non-transductive)"),
+    ("Omniglot 5-way 1-shot, transfer + linear probe,", "Omniglot 5-way 1-shot, ProtoNet,"),
+    ("Omniglot 5-way 1-shot, transfer + linear probe,", "Omniglot 5-way 1-shot, Reptile,"),
+    ("Omniglot 5-way 1-shot, MAML,", "Omniglot 5-way 1-shot, Proto-MAML,"),
 )
 
 
@@ -70,20 +75,31 @@ def summarise(reports: dict[int, dict]) -> list[dict]:
     return rows
 
 
+def _named(results: dict[str, dict], start: str) -> dict | None:
+    """The one result whose name starts with ``start``, None if there is none; two are an error."""
+    found = [result for name, result in results.items() if name.startswith(start)]
+    if len(found) > 1:
+        raise ValueError(f"{start!r} starts {len(found)} results' names: {[r['name'] for r in found]}")
+    return found[0] if found else None
+
+
 def paired(reports: dict[int, dict], first: str, second: str) -> dict | None:
     """``second - first`` per seed over their common first episodes (mean and episode interval), and over seeds
-    (mean and seed interval); None when a seed lacks either result or its per-episode values."""
+    (mean and seed interval); ``first`` and ``second`` are the starts of the results' names. None when a seed
+    lacks either result or its per-episode values."""
     per_seed = {}
     for seed in sorted(reports):
         results = results_by_name(reports[seed])
-        a, b = results.get(first, {}).get("values"), results.get(second, {}).get("values")
+        a, b = (_named(results, start) or {} for start in (first, second))
+        first_name, second_name = a.get("name", first), b.get("name", second)
+        a, b = a.get("values"), b.get("values")
         if not a or not b:
             return None
         n = min(len(a), len(b))
         mean, half = _mean_and_interval([y - x for x, y in zip(a[:n], b[:n])])
         per_seed[seed] = {"difference": mean, "ci95": half, "episodes": n}
     mean, half = _mean_and_interval([row["difference"] for row in per_seed.values()])
-    return {"first": first, "second": second, "per_seed": per_seed, "mean": mean, "seed_ci95": half}
+    return {"first": first_name, "second": second_name, "per_seed": per_seed, "mean": mean, "seed_ci95": half}
 
 
 def _interval(value: float, half: float | None) -> str:
