@@ -173,35 +173,38 @@ def pick(quick: bool, *, quick_value, full_value):
 
 def maml_sinusoid_03(quick: bool) -> Run:
     """03: MAML on K=10 sinusoids, 70,000 steps of 25 tasks; the notebook trains five such runs (second and first
-    order, ANIL, Meta-SGD, pretrained), each at most this step's cost."""
-    steps, meta_batch = pick(quick, quick_value=(700, 10), full_value=(70_000, 25))
+    order, ANIL, Meta-SGD, pretrained) and ten short ones (ANIL's and Meta-SGD's step sizes, scored on 300 validation
+    tasks), each at most this step's cost."""
+    steps, meta_batch, sweep_steps = pick(quick, quick_value=(700, 10, 200), full_value=(70_000, 25, 10_000))
     torch.manual_seed(0)
     learner = MAML(MLP(), inner_lr=0.01, inner_steps=1, task_loss=F.mse_loss)
     tasks = SinusoidTasks(k_shot=10, n_query=10)
     test_task = tasks.sample(generator())
-    return measure("03 MAML sinusoid, 5 runs (2nd order, 1st order, ANIL, Meta-SGD, pretrained)", 5 * steps, learner,
+    return measure("03 MAML sinusoid, 5 runs (2nd order, 1st order, ANIL, Meta-SGD, pretrained) + 10 step-size runs",
+                   5 * steps + 10 * sweep_steps, learner,
                    maml.loss, tasks.sample_batch(meta_batch, generator()), optimizer_slots=2,
                    evaluate=lambda: learner.predict(test_task),
-                   evaluations=5 * (100 * validations(steps, steps // 2)) + 600 * (1 + 2 + 5 + 10) + 4 * 600,
-                   steps_text=f"5 x {steps:,}")
+                   evaluations=5 * (300 * validations(steps, steps // 2)) + 10 * 300 + 600 * (1 + 2 + 5 + 10) + 4 * 600,
+                   steps_text=f"5 x {steps:,} + 10 x {sweep_steps:,}")
 
 
 def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
-    """03: second-order MAML, Omniglot 5-way 1-shot, 15 queries, 60,000 steps of 32 tasks; 1 inner step (3 at test);
+    """03: second-order MAML, Omniglot 5-way 1-shot, 60,000 steps of 32 tasks with 1 query per class (as MAML's code),
+    15 queries per class at validation and test; 1 inner step (3 at test);
     on CUDA the full profile runs the tasks together (vmap, explicit batch norm): its operators are counted on that
     path, its FLOPs and memory on the per-task path (the same products; see :func:`measure`)."""
-    steps = pick(quick, quick_value=200, full_value=60_000)
+    steps = pick(quick, quick_value=300, full_value=60_000)
     meta_batch = meta_batch or pick(quick, quick_value=4, full_value=32)
     batched = not quick
     torch.manual_seed(0)
     learner = MAML(ConvNet(n_classes=5, explicit_batch_norm=batched), inner_lr=0.4, inner_steps=1,
                    eval_inner_steps=3, batched=batched)
     per_task = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1) if batched else None
-    sampler = EpisodeSampler(ClassDataset.random(100), 5, 1, 15)
-    episode = sampler.sample(generator())
+    omniglot = ClassDataset.random(100)
+    episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
     n_val = pick(quick, quick_value=50, full_value=600)
     return measure(f"03 MAML Omniglot 5-way 1-shot, 2nd order, meta-batch {meta_batch}", steps, learner, maml.loss,
-                   sampler.sample_batch(meta_batch, generator()), optimizer_slots=2,
+                   EpisodeSampler(omniglot, 5, 1, 1).sample_batch(meta_batch, generator()), optimizer_slots=2,
                    evaluate=lambda: learner.predict(episode),
                    evaluations=n_val * validations(steps, steps // 2) + 600, per_task_twin=per_task)
 

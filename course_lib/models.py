@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 class ExplicitBatchNorm2d(nn.Module):
@@ -30,6 +31,26 @@ class ExplicitBatchNorm2d(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+class MaxPool2x2(nn.Module):
+    """2x2 max-pooling, stride 2: ``[B, C, H, W] -> [B, C, H // 2, W // 2]`` (an odd last row or column is
+    dropped), the values of ``nn.MaxPool2d(2)``.
+
+    ``y[i, j] = max(x[2i, 2j], x[2i, 2j + 1], x[2i + 1, 2j], x[2i + 1, 2j + 1])``. Where no gradient is
+    needed on a CPU (every prediction: the query pass, one query at a time) it is computed as two
+    element-wise maxima of strided views, the same numbers about ten times faster than ``F.max_pool2d``,
+    whose kernel for this memory layout also records each window's argmax for a backward pass and took
+    as long as the convolutions. Otherwise it is ``F.max_pool2d``, whose backward pass sends each
+    window's gradient to one maximum.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad or x.device.type != "cpu":
+            return F.max_pool2d(x, 2)
+        height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:height:2, :width], x[..., 1:height:2, :width])   # [B, C, H // 2, W']
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
 def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = False) -> nn.Sequential:
     """3x3 conv (padding 1) -> batch norm -> ReLU -> 2x2 max-pool: halves height and width.
 
@@ -48,7 +69,7 @@ def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = 
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         norm,
-        nn.MaxPool2d(2),
+        MaxPool2x2(),
         nn.ReLU(),
     )
 
