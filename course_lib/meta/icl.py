@@ -298,7 +298,7 @@ def signed_permutation(episode: Episode, permutation: Tensor, signs: Tensor) -> 
 class SignedPermutationEpisodes(TaskSampler[Episode]):
     """The episodes of ``sampler``, each with its inputs transformed by a random signed permutation (Kirsch et al.).
 
-    Kirsch, van Steenkiste, Schmidhuber, Metz, "General-Purpose In-Context Learning by Meta-Learning
+    Kirsch, Harrison, Sohl-Dickstein, Metz, "General-Purpose In-Context Learning by Meta-Learning
     Transformers", 2022, arXiv:2212.04458: a random linear map of the inputs per task multiplies the number of
     tasks, so a sequence model can no longer memorise the meta-train classes (an intent's embedding looks
     different in every episode) and must learn to use its context. Here the map is a signed permutation of
@@ -317,13 +317,17 @@ class SignedPermutationEpisodes(TaskSampler[Episode]):
         self.pool = (None if n_transforms is None else
                      [random_signed_permutation(dim, pool_generator) for _ in range(n_transforms)])
 
-    def sample(self, generator: torch.Generator) -> Episode:
-        episode = self.sampler.sample(generator)
+    def transform(self, episode: Episode, generator: torch.Generator) -> Episode:
+        """``episode`` with its inputs transformed by one draw: a fresh signed permutation, or one of the pool.
+        Applied to fixed test episodes, it scores a model on inputs distributed as in its training."""
         if self.pool is None:
             permutation, signs = random_signed_permutation(self.dim, generator)
         else:
             permutation, signs = self.pool[int(torch.randint(len(self.pool), (1,), generator=generator))]
         return signed_permutation(episode, permutation, signs)
+
+    def sample(self, generator: torch.Generator) -> Episode:
+        return self.transform(self.sampler.sample(generator), generator)
 
 
 def relabel(batch: Episode, n_way: int, generator: torch.Generator | None = None) -> Episode:
