@@ -247,7 +247,9 @@ class InContextClassifier(nn.Module):
     entries) has a norm near ``sqrt(n_embd)``: the label signal drowns the input signal. Measured on
     intent episodes with labels reassigned in every episode: at ``input_scale=1`` the loss stayed at
     ``ln 5`` and accuracy at chance; with ``input_scale=20`` training loss fell to 0.01 and held-out
-    accuracy reached 78%. (Two tokens per example, x then y, also stayed at chance.)
+    accuracy reached 78%. (Two tokens per example, x then y, also stayed at chance.) Episodes whose inputs a
+    random signed permutation transforms (:class:`SignedPermutationEpisodes`) start harder: 2 layers at
+    ``input_scale=20`` were still at ``ln 5`` after 400 steps, at 50 the loss fell to 0.92, at 100 to 0.75 (08).
     """
 
     def __init__(self, input_dim: int, n_way: int, max_support: int, n_layer: int = 3, n_embd: int = 64,
