@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from course_lib.data.base import ClassDataset
-from course_lib.data.episodes import EpisodeSampler, MixtureSampler, fixed_episodes
+from course_lib.data.episodes import EpisodeSampler, FixedLabelEpisodeSampler, MixtureSampler, fixed_episodes
 from course_lib.data.sinusoid import SinusoidTasks
 
 
@@ -85,3 +85,48 @@ def test_a_mixture_draws_each_task_within_one_group_and_uses_every_group():
     assert all(torch.equal(a.support_x, b.support_x) and torch.equal(a.task, b.task) for a, b in zip(episodes, again))
     with pytest.raises(ValueError, match="at least one sampler"):
         MixtureSampler([])
+
+
+def test_split_examples_parts_hold_each_class_examples_once_and_a_seed_fixes_them():
+    dataset = labelled_dataset(n_classes=6, per_class=10)
+    first, rest = dataset.split_examples(7, seed=3)
+    assert first.data.shape == (6, 7, 1) and rest.data.shape == (6, 3, 1)
+    for c in range(6):
+        values = first.data[c].flatten().tolist() + rest.data[c].flatten().tolist()
+        assert sorted(values) == list(range(10 * c, 10 * c + 10)), "every example of class c once, none of another"
+    assert first.data[:, :, 0].tolist() != dataset.data[:, :7, 0].tolist(), "shuffled, not the first seven"
+    again, _ = dataset.split_examples(7, seed=3)
+    other, _ = dataset.split_examples(7, seed=4)
+    assert torch.equal(again.data, first.data) and not torch.equal(other.data, first.data)
+    assert first.base_class_names == dataset.base_class_names and torch.equal(dataset.data, labelled_dataset(6, 10).data)
+    episode = EpisodeSampler(rest, 3, 1, 2).sample(torch.Generator().manual_seed(0))
+    assert set(episode.query_x.flatten().tolist()) <= set(rest.data.flatten().tolist())
+
+
+@pytest.mark.parametrize("n_first", [0, 10])
+def test_split_examples_refuses_an_empty_part(n_first):
+    with pytest.raises(ValueError, match="each part needs an example per class"):
+        labelled_dataset(per_class=10).split_examples(n_first)
+
+
+def test_fixed_label_episodes_give_each_class_one_label_for_good_and_n_way_distinct_labels():
+    dataset = labelled_dataset(n_classes=12, per_class=20)
+    sampler = FixedLabelEpisodeSampler(dataset, n_way=4, k_shot=2, n_query=3, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    label_seen, classes_seen = {}, set()
+    for _ in range(200):
+        episode = sampler.sample(generator)
+        assert episode.support_y.bincount().tolist() == [2] * 4 and episode.query_y.bincount().tolist() == [3] * 4
+        for x, y in [(episode.support_x, episode.support_y), (episode.query_x, episode.query_y)]:
+            for c, label in zip((x.flatten() // 20).long().tolist(), y.tolist()):
+                assert label_seen.setdefault(c, label) == label, f"class {c} changed its label"
+        classes_seen.update(episode.task.tolist())
+    assert classes_seen == set(range(12)), "every class appears"
+    assert sorted(list(label_seen.values()).count(label) for label in range(4)) == [3, 3, 3, 3]
+    random_labels = EpisodeSampler(dataset, 4, 2, 3)
+    labels = {}
+    for _ in range(50):
+        episode = random_labels.sample(generator)
+        for c, label in zip(episode.task.tolist(), range(4)):
+            labels.setdefault(c, set()).add(label)
+    assert max(len(s) for s in labels.values()) > 1, "EpisodeSampler, unlike it, changes a class's label"

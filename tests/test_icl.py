@@ -125,6 +125,44 @@ def test_ridge_tends_to_least_squares_as_lambda_goes_to_0_and_to_0_as_lambda_gro
     assert icl.ridge_predictions(batch, 1e9).abs().max() < 1e-6
 
 
+def test_the_gaussian_bayes_predictor_is_the_closed_form_posterior_mean():
+    batch = regression_batch(batch_size=6, dim=3, n_points=7, noise_std=0.5, dtype=torch.float64)
+    prior_std, noise_std = 2.0, 0.5
+    predictions = icl.gaussian_posterior_mean_predictions(batch, noise_std=noise_std, prior_std=prior_std)
+    for i in range(batch.x.shape[1]):                                    # E[w.x_i | prefix], kernel form
+        X, y, x_query = batch.x[:, :i], batch.y[:, :i], batch.x[:, i]
+        kernel = prior_std ** 2 * X @ X.transpose(1, 2) + noise_std ** 2 * torch.eye(i, dtype=X.dtype)
+        weights = torch.linalg.solve(kernel, y.unsqueeze(-1))            # [B, i, 1]
+        expected = prior_std ** 2 * (x_query.unsqueeze(1) @ X.transpose(1, 2) @ weights).flatten()
+        assert torch.allclose(predictions[:, i], expected, atol=1e-9)
+    assert torch.equal(icl.gaussian_posterior_mean_predictions(batch, noise_std=0.0),
+                       icl.least_squares_predictions(batch))
+    assert not torch.allclose(predictions, icl.ridge_predictions(batch, lam=noise_std ** 2), atol=1e-3), \
+        "the prior's variance enters lambda"
+
+
+def test_the_discrete_bayes_predictor_on_a_pool_of_one_predicts_that_w_from_no_example_on():
+    tasks = LinearRegressionTasks(dim=3, n_points=6, noise_std=0.3, pool_size=1, pool_seed=2)
+    batch = tasks.sample_batch(5, torch.Generator().manual_seed(0))
+    for noise_std in (0.3, 0.0):
+        predictions = icl.discrete_posterior_mean_predictions(batch, tasks.pool, noise_std=noise_std)
+        assert torch.allclose(predictions, batch.x @ tasks.pool[0], atol=1e-5)
+
+
+def test_the_discrete_bayes_predictor_starts_at_the_pool_mean_and_finds_the_task_in_its_pool():
+    tasks = LinearRegressionTasks(dim=3, n_points=6, pool_size=4, pool_seed=0)
+    batch = tasks.sample_batch(50, torch.Generator().manual_seed(1))
+    predictions = icl.discrete_posterior_mean_predictions(batch, tasks.pool, noise_std=0.0)
+    assert torch.allclose(predictions[:, 0], batch.x[:, 0] @ tasks.pool.mean(dim=0), atol=1e-5)
+    assert torch.allclose(predictions[:, 1:], batch.y[:, 1:], atol=1e-4), "one noiseless point names the w"
+    noisy = LinearRegressionTasks(dim=3, n_points=6, noise_std=0.5, pool_size=4, pool_seed=0)
+    batch = noisy.sample_batch(2000, torch.Generator().manual_seed(1))
+    error = (icl.discrete_posterior_mean_predictions(batch, noisy.pool, noise_std=0.5) - batch.y).pow(2).mean(0)
+    ridge = (icl.gaussian_posterior_mean_predictions(batch, noise_std=0.5) - batch.y).pow(2).mean(0)
+    assert torch.all(error[1:] < ridge[1:]), "on the pool's own tasks the pool's posterior beats the Gaussian one"
+    assert error[-1] < 0.25 * 1.2, "with five points it is down to the noise (0.25)"
+
+
 def test_one_nearest_neighbour_returns_the_y_of_the_nearest_earlier_point():
     batch = regression_batch(batch_size=5, dim=2, n_points=7)
     predictions = icl.knn_predictions(batch, k=1)
@@ -202,6 +240,67 @@ def test_the_classifier_gives_logits_per_query_and_each_query_is_scored_on_its_o
         with_other_support = model(other_support, episodes.support_y, episodes.query_x)
         assert not torch.allclose(with_other_support[:, 0], logits[:, 0], atol=1e-4)
     assert torch.allclose(icl.classification_predict(model, episodes[2]), logits[2], atol=1e-5)
+
+
+def test_a_signed_permutation_is_orthogonal_so_cosines_and_protonet_are_unchanged():
+    from course_lib.meta import protonet
+    episodes = vector_episodes(batch_size=1, n_way=4, k_shot=2, n_query=3, dim=10, seed=3)
+    episode = Episode(episodes.support_x[0], episodes.support_y[0], episodes.query_x[0], episodes.query_y[0],
+                      episodes.task[0])
+    permutation, signs = icl.random_signed_permutation(10, torch.Generator().manual_seed(0))
+    assert sorted(permutation.tolist()) == list(range(10)) and set(signs.tolist()) == {-1, 1}
+    matrix = torch.eye(10)[permutation] * signs[:, None]                # P x = signs * x[permutation]
+    assert torch.allclose(matrix @ matrix.T, torch.eye(10))
+    moved = icl.signed_permutation(episode, permutation, signs)
+    assert torch.allclose(moved.query_x, episode.query_x @ matrix.T)
+    assert not torch.allclose(moved.query_x, episode.query_x)
+    x, moved_x = torch.cat([episode.support_x, episode.query_x]), torch.cat([moved.support_x, moved.query_x])
+    assert torch.allclose(torch.cdist(moved_x, moved_x), torch.cdist(x, x), atol=1e-5)
+    cosine = torch.nn.functional.cosine_similarity
+    assert torch.allclose(cosine(moved_x[:, None], moved_x[None], dim=-1), cosine(x[:, None], x[None], dim=-1),
+                          atol=1e-6)
+    identity = torch.nn.Identity()
+    assert torch.allclose(protonet.predict(identity, moved), protonet.predict(identity, episode), atol=1e-4)
+    assert torch.equal(moved.support_y, episode.support_y) and torch.equal(moved.query_y, episode.query_y)
+    with pytest.raises(ValueError, match="a signed permutation of 9 coordinates for inputs of 10"):
+        icl.signed_permutation(episode, permutation[:9], signs[:9])
+
+
+def signed_permutation_sampler(n_transforms, seed=0):
+    from course_lib.data.base import ClassDataset
+    from course_lib.data.episodes import EpisodeSampler
+    features = ClassDataset(torch.randn(8, 5, 12, generator=torch.Generator().manual_seed(0)),
+                            [f"c{i}" for i in range(8)], "random vectors")
+    return icl.SignedPermutationEpisodes(EpisodeSampler(features, 3, 1, 1), dim=12, n_transforms=n_transforms,
+                                         seed=seed)
+
+
+def test_signed_permutation_episodes_draw_from_a_fixed_pool_or_fresh_and_a_seed_fixes_them():
+    def transforms(sampler, n_episodes=100, seed=0):
+        """The (permutation, signs) of each episode, recovered from its class's raw examples."""
+        generator, found = torch.Generator().manual_seed(seed), []
+        data = sampler.sampler.dataset.data
+        for _ in range(n_episodes):
+            episode = sampler.sample(generator)
+            x = episode.support_x[0]
+            raw = next(r for r in data[episode.task[episode.support_y[0]]] if torch.allclose(r.abs().sort().values,
+                                                                                            x.abs().sort().values))
+            permutation = [int((raw.abs() == value).nonzero()[0]) for value in x.abs()]
+            found.append((tuple(permutation), tuple(torch.sign(x * raw[permutation]).int().tolist())))
+        return found
+
+    pooled = transforms(signed_permutation_sampler(n_transforms=3))
+    assert len(set(pooled)) == 3, "episodes use the pool's three transforms"
+    assert pooled == transforms(signed_permutation_sampler(n_transforms=3)), "a seed fixes them"
+    assert set(pooled) != set(transforms(signed_permutation_sampler(n_transforms=3, seed=1)))
+    fresh = transforms(signed_permutation_sampler(n_transforms=None))
+    assert len(set(fresh)) == len(fresh), "a fresh transform for every episode"
+    assert fresh == transforms(signed_permutation_sampler(n_transforms=None)) != transforms(
+        signed_permutation_sampler(n_transforms=None), seed=1)
+    batch = signed_permutation_sampler(None).sample_batch(4, torch.Generator().manual_seed(0))
+    assert batch.support_x.shape == (4, 3, 12)
+    with pytest.raises(ValueError, match="n_transforms must be at least 1"):
+        signed_permutation_sampler(n_transforms=0)
 
 
 def test_relabelling_permutes_support_and_query_labels_together():

@@ -101,6 +101,32 @@ class ClassDataset:
         moved.data = self.data.to(device)
         return moved
 
+    def split_examples(self, n_first: int, seed: int = 0) -> tuple["ClassDataset", "ClassDataset"]:
+        """The same classes, their examples split in two: ``(first, rest)`` with ``n_first`` and
+        ``examples_per_class - n_first`` examples per class, ``data: [C, n_first, ...]`` and ``[C, E - n_first, ...]``.
+
+        Each class's examples are shuffled once by ``seed`` (one permutation per class, drawn on the host),
+        so the split is fixed and no example is in both parts: meta-train on ``first``, and ``rest`` holds
+        utterances of the meta-train classes that training never saw (08 tells memorised examples from
+        memorised classes this way). For datasets whose classes all have ``examples_per_class`` examples.
+        """
+        if type(self).class_size is not ClassDataset.class_size:
+            raise ValueError(f"{type(self).__name__} has classes of different sizes; split_examples needs equal ones")
+        if not 0 < n_first < self.examples_per_class:
+            raise ValueError(f"n_first must be between 1 and {self.examples_per_class - 1} (each part needs an "
+                             f"example per class), got {n_first}")
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.stack([torch.randperm(self.examples_per_class, generator=generator)
+                             for _ in range(self.num_base_classes)])                      # [C, E]
+        order = order.to(self.data.device).view(*order.shape, *[1] * len(self.example_shape))
+        shuffled = self.data.gather(1, order.expand_as(self.data))
+        parts = []
+        for data in (shuffled[:, :n_first], shuffled[:, n_first:]):
+            part = copy.copy(self)
+            part.data = data
+            parts.append(part)
+        return parts[0], parts[1]
+
     def examples(self, class_index: int, example_indices: Tensor) -> Tensor:
         """The examples ``example_indices`` of one class: ``[len(example_indices), *example_shape]``."""
         if not 0 <= class_index < self.num_classes:

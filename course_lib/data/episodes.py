@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from .. import runtime
 from .base import ClassDataset
@@ -46,8 +47,13 @@ class EpisodeSampler(TaskSampler[Episode]):
                 f"class, {dataset.class_name(smallest)!r}, has only {dataset.class_size(smallest)}")
         self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
 
+    def choose_classes(self, generator: torch.Generator) -> Tensor:
+        """The episode's classes ``[n_way]``, class ``classes[c]`` labelled ``c``: ``n_way`` distinct classes
+        in random order, so a class has a random label in every episode."""
+        return torch.randperm(self.dataset.num_classes, generator=generator)[: self.n_way]
+
     def sample(self, generator: torch.Generator) -> Episode:
-        classes = torch.randperm(self.dataset.num_classes, generator=generator)[: self.n_way]
+        classes = self.choose_classes(generator)
         support, query = [], []
         for c in classes.tolist():
             picked = torch.randperm(self.dataset.class_size(c), generator=generator)
@@ -62,6 +68,29 @@ class EpisodeSampler(TaskSampler[Episode]):
             query_y=labels.repeat_interleave(self.n_query),
             task=classes,
         )
+
+
+class FixedLabelEpisodeSampler(EpisodeSampler):
+    """Episodes in which every class keeps ONE label for good: the shortcut that random labels rule out (08).
+
+    The classes are dealt once into ``n_way`` groups (a random order fixed by ``seed``, then class
+    ``order[i]`` joins group ``i mod n_way``); an episode takes one class of each group, and the class of
+    group ``c`` is labelled ``c``. So an episode still has ``n_way`` distinct labels, and a class's label
+    never changes: a learner can score well by recognising the class and ignoring its context. Needs at
+    least ``n_way`` classes (one per group); examples are drawn as in :class:`EpisodeSampler`.
+    """
+
+    def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, n_query: int, seed: int = 0):
+        super().__init__(dataset, n_way, k_shot, n_query)
+        order = torch.randperm(dataset.num_classes, generator=torch.Generator().manual_seed(seed))
+        self.groups = [order[c::n_way] for c in range(n_way)]                 # group c: the classes labelled c
+        self.label_of = torch.empty(dataset.num_classes, dtype=torch.long)
+        for c, group in enumerate(self.groups):
+            self.label_of[group] = c
+
+    def choose_classes(self, generator: torch.Generator) -> Tensor:
+        """One class of each group, group ``c``'s at position ``c`` (so labelled ``c``): ``[n_way]``."""
+        return torch.cat([group[torch.randint(len(group), (1,), generator=generator)] for group in self.groups])
 
 
 class MixtureSampler(TaskSampler[Episode]):
