@@ -65,10 +65,10 @@ def test_conv_net_shapes_and_functional_call():
 
 @pytest.mark.parametrize("explicit_batch_norm", [False, True])
 def test_conv_block_pools_before_its_relu_and_computes_the_papers_order_bit_for_bit(explicit_batch_norm):
-    from course_lib.models import conv_block
+    from course_lib.models import MaxPool2x2, conv_block
     block = conv_block(1, 8, explicit_batch_norm)
     conv, norm, pool, relu = block
-    assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(relu, torch.nn.ReLU)
+    assert isinstance(pool, MaxPool2x2) and isinstance(relu, torch.nn.ReLU)
     papers_order = torch.nn.Sequential(conv, norm, relu, pool)     # the same modules: conv, BN, ReLU, max-pool
     x = (torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.7).float()  # ink: ties
     grads = []
