@@ -36,6 +36,15 @@ def _fail(name: str, message: str) -> None:
     raise AssertionError(f"{name}: {message}")
 
 
+def _fail_naming_the_mistake(name: str, matches, mistakes, otherwise: str) -> None:
+    """Fail with the hint of the first ``(wrong answer, hint)`` of ``mistakes`` for which ``matches(wrong answer)``
+    holds, else with ``otherwise``: how a checker names a typical mistake."""
+    for wrong, hint in mistakes:
+        if matches(wrong):
+            _fail(name, hint)
+    _fail(name, otherwise)
+
+
 class PartialCredit(AssertionError):
     """A check that is partly right: the grader awards ``fraction`` of the check cell's points.
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def _tiny_causal_lm():
@@ -137,10 +137,8 @@ def check_metaicl_loss(metaicl_loss: Callable, seconds: float = 10) -> None:
         if not all(torch.equal(a, b) for a, b in zip((logits, input_ids, label_mask), originals)):
             _fail(name, "the inputs were changed in place")
         if not torch.allclose(got.double(), right, atol=1e-8):
-            for wrong, hint in mistakes:
-                if torch.allclose(got.double(), wrong, atol=1e-8):
-                    _fail(name, hint)
-            _fail(name, "expected -(sum of log p(label token | everything before it)) / (number of label tokens)")
+            _fail_naming_the_mistake(name, lambda wrong: torch.allclose(got.double(), wrong, atol=1e-8), mistakes,
+                                     "expected -(sum of log p(label token | everything before it)) / (number of label tokens)")
         trainable = logits.clone().requires_grad_()
         metaicl_loss(trainable, input_ids, label_mask).backward()
         if trainable.grad is None or trainable.grad[1, 4:].abs().sum() != 0:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def _direction_clusters(n_way: int, per_class: int, dim: int,
@@ -113,10 +113,8 @@ def check_cosine_logits(cosine_logits: Callable, seconds: float = 10) -> None:
         if not (torch.equal(features, originals[0]) and torch.equal(weight, originals[1])):
             _fail(name, "the inputs were changed in place: build new tensors (x / x.norm(...), not x /= ...)")
         if not torch.allclose(got.double(), right, atol=1e-6):
-            for wrong, hint in mistakes:
-                if torch.allclose(got.double(), wrong, atol=1e-6):
-                    _fail(name, hint)
-            _fail(name, "expected scale * (x / ||x||) @ (w / ||w||).T, one row per feature, one column per class")
+            _fail_naming_the_mistake(name, lambda wrong: torch.allclose(got.double(), wrong, atol=1e-6), mistakes,
+                                     "expected scale * (x / ||x||) @ (w / ||w||).T, one row per feature, one column per class")
         if not torch.allclose(cosine_logits(5 * features, 0.1 * weight, scale).double(), right, atol=1e-6):
             _fail(name, "the logits changed when x and w were rescaled: a cosine ignores lengths")
         batched = cosine_logits(torch.stack([features, 2 * features]), torch.stack([weight, weight.flip(0)]), scale)

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from ...data.episodes import Episode
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def _sinusoid_meta_batch(tasks: int = 3):
@@ -144,8 +144,7 @@ def check_prototype_head(prototype_head: Callable, seconds: float = 10) -> None:
         if not (torch.equal(embeddings, originals[0]) and torch.equal(labels, originals[1])):
             _fail(name, "the inputs were changed in place")
         if not (torch.allclose(weight, 2 * centres, atol=1e-8) and torch.allclose(bias, -centres.pow(2).sum(1), atol=1e-8)):
-            for (wrong_weight, wrong_bias), hint in mistakes:
-                if torch.allclose(weight, wrong_weight, atol=1e-8) and torch.allclose(bias, wrong_bias, atol=1e-8):
-                    _fail(name, hint)
-            _fail(name, "expected weight = 2 c_k and bias = -||c_k||^2, c_k the mean embedding of class k")
+            _fail_naming_the_mistake(
+                name, lambda wrong: torch.allclose(weight, wrong[0], atol=1e-8) and torch.allclose(bias, wrong[1], atol=1e-8),
+                mistakes, "expected weight = 2 c_k and bias = -||c_k||^2, c_k the mean embedding of class k")
     print(f"{name}: all checks passed")

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def _t_quantile(n: int) -> float:
@@ -62,10 +62,8 @@ def check_paired_difference(paired_difference: Callable, seconds: float = 10) ->
         if abs(got_mean - mean) > 1e-9:
             _fail(name, f"the mean difference should be mean(b - a) = {mean:.4f}, got {got_mean:.4f}")
         if abs(got_half - right) > 1e-9:
-            for wrong, hint in mistakes:
-                if abs(got_half - wrong) < 1e-9:
-                    _fail(name, hint)
-            _fail(name, "expected t_{0.975, n-1} * std(b - a, ddof=1) / sqrt(n)")
+            _fail_naming_the_mistake(name, lambda wrong: abs(got_half - wrong) < 1e-9, mistakes,
+                                     "expected t_{0.975, n-1} * std(b - a, ddof=1) / sqrt(n)")
         if got_half >= unpaired:
             _fail(name, "with shared episode difficulty, the paired interval should be narrower than the unpaired one")
         try:

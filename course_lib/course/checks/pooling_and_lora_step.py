@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def check_mean_pool(mean_pool: Callable, seconds: float = 10) -> None:
@@ -111,17 +111,6 @@ def check_lora_inner_step(lora_inner_step: Callable, seconds: float = 10) -> Non
     print(f"{name}: all checks passed")
 
 
-class _Projection(torch.nn.Module):
-    """One linear layer named like an attention projection, for peft to wrap."""
-
-    def __init__(self, base: torch.nn.Linear):
-        super().__init__()
-        self.query = base
-
-    def forward(self, x):
-        return self.query(x)
-
-
 def check_lora_factors(lora_factors: Callable, seconds: float = 10) -> None:
     """Check ``lora_factors(base: nn.Linear, rank) -> (A [rank, d_in], B [d_out, rank])``: LoRA's starting factors,
     ``A`` random (small: entries of order ``1 / sqrt(d_in)`` or less) and ``B`` zeros, new tensors (Hu et al. 2021)."""
@@ -191,10 +180,8 @@ def check_lora_forward(lora_forward: Callable, seconds: float = 20) -> None:
             _fail(name, f"for x of shape [3, 5, 6] the output should be [3, 5, 4], got "
                         f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
         if not torch.allclose(got, want, atol=1e-5):
-            for wrong, hint in hints:
-                if torch.allclose(got, wrong, atol=1e-5):
-                    _fail(name, hint)
-            _fail(name, "expected base(x) + (alpha / rank) * x A^T B^T, as peft's LoRA layer computes")
+            _fail_naming_the_mistake(name, lambda wrong: torch.allclose(got, wrong, atol=1e-5), hints,
+                                     "expected base(x) + (alpha / rank) * x A^T B^T, as peft's LoRA layer computes")
         if not torch.allclose(lora_forward(x, base, A, torch.zeros_like(B), alpha), base(x), atol=1e-6):
             _fail(name, "with B = 0 the output should be base(x)")
     print(f"{name}: all checks passed (the same output as peft's LoRA layer)")

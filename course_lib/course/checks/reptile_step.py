@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .base import time_limit, _fail
+from .base import time_limit, _fail, _fail_naming_the_mistake
 
 
 def check_reptile_step(reptile_step: Callable, seconds: float = 10) -> None:
@@ -54,10 +54,9 @@ def check_reptile_step(reptile_step: Callable, seconds: float = 10) -> None:
             if tuple(got[k].shape) != tuple(theta[k].shape):
                 _fail(name, f"{k} has shape {tuple(got[k].shape)}, expected {tuple(theta[k].shape)}")
         if not all(torch.allclose(got[k], want, atol=1e-10) for k, want in interpolate(mean, outer_lr).items()):
-            for wrong, hint in mistakes:
-                if all(torch.allclose(got[k], wrong[k], atol=1e-10) for k in theta):
-                    _fail(name, hint)
-            _fail(name, "expected theta + outer_lr * (mean over tasks of phi - theta) for every parameter name")
+            _fail_naming_the_mistake(name, lambda wrong: all(torch.allclose(got[k], wrong[k], atol=1e-10) for k in theta),
+                                     mistakes, "expected theta + outer_lr * (mean over tasks of phi - theta) for every "
+                                               "parameter name")
         single = reptile_step(theta, adapted[1:2], 1.0)
         if not all(torch.allclose(single[k], adapted[1][k], atol=1e-10) for k in theta):
             _fail(name, "with one task and outer_lr = 1 the new theta should be that task's adapted weights")
@@ -100,10 +99,9 @@ def check_joint_training_gradient(joint_training_gradient: Callable, seconds: fl
         if not isinstance(got, dict) or set(got) != set(theta):
             _fail(name, f"should return a dict with the keys of theta {sorted(theta)}, got {type(got).__name__}")
         if any(not torch.allclose(got[k].detach().double(), right[k], atol=1e-10) for k in theta):
-            for wrong, hint in mistakes:
-                if all(torch.allclose(got[k].detach().double(), wrong[k], atol=1e-10) for k in theta):
-                    _fail(name, hint)
-            _fail(name, "expected the mean over tasks of torch.autograd.grad(L_i(theta), theta's tensors)")
+            _fail_naming_the_mistake(
+                name, lambda wrong: all(torch.allclose(got[k].detach().double(), wrong[k], atol=1e-10) for k in theta),
+                mistakes, "expected the mean over tasks of torch.autograd.grad(L_i(theta), theta's tensors)")
         if any(theta[k].grad is not None for k in theta):
             _fail(name, "theta's .grad was written (loss.backward()): use torch.autograd.grad, which leaves it alone")
     print(f"{name}: all checks passed")
