@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from ..evaluate import mean_confidence_interval
+
 # (first, second): the second minus the first, each the start of a result's name (06's names end in its budget,
 # which differs between profiles). Both on the same fixed 5-way 1-shot test episodes: 02's probe against 05's
 # ProtoNet and 04's Reptile (all three not transductive), and 06's methods at equal training FLOPs.
@@ -35,19 +37,12 @@ PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _t_quantile(degrees_of_freedom: int) -> float:
-    from scipy import stats
-    return float(stats.t.ppf(0.975, degrees_of_freedom))
-
-
 def _mean_and_interval(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t interval (None for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, _t_quantile(n - 1) * std / math.sqrt(n)
+    """Mean and the half-width of its 95% t interval (:func:`course_lib.evaluate.mean_confidence_interval`;
+    None for a single value)."""
+    if len(values) < 2:
+        return float(values[0]), None
+    return mean_confidence_interval(values)
 
 
 def results_by_name(report: dict) -> dict[str, dict]:
