@@ -106,34 +106,38 @@ class MAML(nn.Module):
         """``L_support`` of one task at the weights ``params``: ``task_loss(f(support_x; params), support_y)``."""
         return support_loss(self.net, params, support_x, support_y, self.task_loss)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor, training: bool = True) -> Params:
-        """The adapted weights ``theta'`` for one task (support set ``[N*K, ...]``), per-task loop.
+    def adapt(self, support_x: Tensor, support_y: Tensor, training: bool = True,
+              gradient: Gradient = autograd_gradient) -> Params:
+        """The adapted weights ``theta'`` for one task (support set ``[N*K, ...]``).
 
         In training, second-order MAML keeps the graph of each inner step (``create_graph``) so
         that the outer gradient flows through it; first order and evaluation do not.
         """
-        return self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y), training)
+        return self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y), training,
+                             gradient)
 
     def adapt_to(self, support_loss: LossOfParams, training: bool = True,
-                 gradient: Gradient = autograd_gradient) -> Params:
+                 gradient: Gradient = autograd_gradient, start: Params | None = None) -> Params:
         """``theta'`` for a task given by its support loss as a function of the weights, ``Params -> scalar``.
 
         Any input and any loss: e.g. a transformer's ``inputs = {"input_ids": ..., "attention_mask": ...}``
         with ``lambda params: F.cross_entropy(functional_call(maml.net, params, (inputs,)), labels)``.
         The inner loop (``inner_steps`` SGD steps, or ``eval_inner_steps`` when not ``training``) and the
         choices of MAML (first/second order, fast weights, Meta-SGD step sizes) are this learner's.
-        ``gradient=func_gradient`` lets ``torch.func.vmap`` run it over a meta-batch of tasks.
+        ``gradient=func_gradient`` lets ``torch.func.vmap`` run it over a meta-batch of tasks. ``start``: the
+        weights the inner loop starts from (default the network's own, ``theta``; Proto-MAML's head from the
+        support set's prototypes).
         """
         steps = self.inner_steps if training else self.eval_inner_steps
-        return inner_loop(dict(self.net.named_parameters()), [support_loss] * steps, self.step_sizes(training),
+        start = dict(self.net.named_parameters()) if start is None else start
+        return inner_loop(start, [support_loss] * steps, self.step_sizes(training),
                           adapted=self.adapted, create_graph=training and not self.first_order,
                           gradient=gradient)[0]
 
     def _query_loss_of_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
                             gradient: Gradient = autograd_gradient) -> tuple[Tensor, Tensor]:
         """Query loss and logits ``[N*Q, ...]`` of one task after the inner loop; ``vmap`` maps it over tasks."""
-        fast_weights = self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y),
-                                     gradient=gradient)
+        fast_weights = self.adapt(support_x, support_y, gradient=gradient)
         logits = functional_call(self.net, fast_weights, (query_x,))
         return self.task_loss(logits, query_y), logits
 

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .inner_loop import Gradient, Params, autograd_gradient, inner_loop
+from .inner_loop import Gradient, Params, autograd_gradient
 from .maml import MAML
 from .protonet import linear_head, prototypes
 
@@ -114,14 +114,5 @@ class ProtoMAML(MAML):
         """
         with torch.set_grad_enabled(training and torch.is_grad_enabled()):
             start = self.initial_weights(support_x, support_y)
-        steps = self.inner_steps if training else self.eval_inner_steps
-        task_support_loss = partial(self.support_loss, support_x=support_x, support_y=support_y)
-        return inner_loop(start, [task_support_loss] * steps, self.step_sizes(training), adapted=self.adapted,
-                          create_graph=training and not self.first_order, gradient=gradient)[0]
-
-    def _query_loss_of_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
-                            gradient: Gradient = autograd_gradient) -> tuple[Tensor, Tensor]:
-        """Query loss and logits ``[N*Q, N]`` of one task after :meth:`adapt`; MAML's ``meta_loss`` maps it over tasks."""
-        fast_weights = self.adapt(support_x, support_y, gradient=gradient)
-        logits = functional_call(self.net, fast_weights, (query_x,))
-        return self.task_loss(logits, query_y), logits
+        return self.adapt_to(partial(self.support_loss, support_x=support_x, support_y=support_y), training,
+                             gradient, start=start)
