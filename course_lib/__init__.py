@@ -43,6 +43,7 @@ from .data.sinusoid import SinusoidTasks
 from .evaluate import EvalResult, evaluate_episodes, mean_confidence_interval
 from .meta import protonet
 from .meta.maml import MAML
+from .meta.maml_plus_plus import MAMLPlusPlus
 from .meta.proto_maml import ProtoMAML
 from .meta.reptile import Reptile
 from .models import MLP, ConvNet
@@ -56,7 +57,7 @@ __all__ = [
     "ClassDataset", "Episode", "EpisodeSampler", "MixtureSampler", "fixed_episodes", "load_image_folder",
     "load_omniglot", "SinusoidTasks",
     "ConvNet", "MLP",
-    "MAML", "ProtoMAML", "Reptile", "protonet",
+    "MAML", "MAMLPlusPlus", "ProtoMAML", "Reptile", "protonet",
     "train", "TrainConfig", "History",
     "evaluate_episodes", "EvalResult", "mean_confidence_interval",
     "train_on_folder", "load_learner", "Learner",

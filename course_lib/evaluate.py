@@ -28,7 +28,7 @@ from torch.func import vmap
 
 from . import runtime
 from .data.batches import Episode
-from .models import ExplicitBatchNorm2d
+from .models import ExplicitBatchNorm2d, PerStepBatchNorm2d
 from .progress import progress_bar
 
 
@@ -65,10 +65,12 @@ def predicting(model: nn.Module, episode: Episode) -> Iterator[Episode]:
 def uses_batch_statistics(model: nn.Module) -> bool:
     """Whether ``model`` in eval mode normalises with the statistics of its batch (so one pass over
     many queries is transductive): an :class:`~course_lib.models.ExplicitBatchNorm2d`, or a built-in
-    batch norm without running statistics (``track_running_stats=False``). A batch norm with running
-    statistics uses them in eval mode, and each image is then normalised on its own."""
+    batch norm without running statistics (``track_running_stats=False``), or MAML++'s per-step batch norm
+    told to (``batch_statistics_in_eval``). A batch norm with running statistics uses them in eval mode, and
+    each image is then normalised on its own."""
     return any(isinstance(m, ExplicitBatchNorm2d)
                or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None)
+               or (isinstance(m, PerStepBatchNorm2d) and m.batch_statistics_in_eval)
                for m in model.modules())
 
 

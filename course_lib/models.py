@@ -31,6 +31,69 @@ class ExplicitBatchNorm2d(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+class PerStepBatchNorm2d(nn.Module):
+    """Batch norm with a weight, a bias and running statistics of its own for each inner-loop step (MAML++).
+
+    Antoniou, Edwards, Storkey, "How to train your MAML", ICLR 2019, arXiv:1810.09502, per-step batch norm
+    weights and biases and per-step running statistics. In MAML's inner loop the fast weights ``phi_t`` change
+    at every step, so the features they produce have other statistics at every step; one ``gamma, beta`` and one
+    set of running statistics for all steps fit none of them. This layer keeps ``n_steps`` of each: the pass
+    at the weights of step ``t`` (set with :func:`set_inner_step`; ``t = 0`` is ``theta``) computes
+
+        y = (x - mu) / sqrt(var + eps) * weight[t] + bias[t]           x: [B, C, H, W], weight, bias: [n_steps, C]
+
+    with ``mu, var`` per channel over ``[B, H, W]``:
+      * in training, the batch's; the running statistics of step ``t`` move towards them,
+        ``running[t] <- (1 - momentum) running[t] + momentum * batch`` (variance unbiased, as ``nn.BatchNorm2d``);
+      * in eval mode, the running statistics of step ``t``: each image is normalised on its own, so predicting
+        many queries in one pass is not transductive; with ``batch_statistics_in_eval`` the batch's again, without
+        updating (transductive). MAML++'s official code (AntreasAntoniou/HowToTrainYourMAMLPytorch) collects
+        the per-step running statistics but normalises with the batch's in every pass
+        (``F.batch_norm(..., training=True)``): that is ``batch_statistics_in_eval=True``.
+    The running statistics are updated in place, which ``torch.func.vmap`` over tasks cannot do.
+    """
+
+    def __init__(self, num_features: int, n_steps: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.eps, self.momentum, self.step, self.batch_statistics_in_eval = eps, momentum, 0, False
+        self.weight = nn.Parameter(torch.ones(n_steps, num_features))
+        self.bias = nn.Parameter(torch.zeros(n_steps, num_features))
+        self.register_buffer("running_mean", torch.zeros(n_steps, num_features))
+        self.register_buffer("running_var", torch.ones(n_steps, num_features))
+
+    @property
+    def n_steps(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.weight[self.step], self.bias[self.step]
+        if self.training:
+            return F.batch_norm(x, self.running_mean[self.step], self.running_var[self.step], weight, bias,
+                                training=True, momentum=self.momentum, eps=self.eps)
+        if self.batch_statistics_in_eval:
+            return F.batch_norm(x, None, None, weight, bias, training=True, eps=self.eps)
+        return F.batch_norm(x, self.running_mean[self.step], self.running_var[self.step], weight, bias,
+                            training=False, eps=self.eps)
+
+
+def set_inner_step(net: nn.Module, step: int) -> None:
+    """Make every :class:`PerStepBatchNorm2d` of ``net`` use the weight, bias and statistics of inner step ``step``."""
+    for module in net.modules():
+        if isinstance(module, PerStepBatchNorm2d):
+            if not 0 <= step < module.n_steps:
+                raise ValueError(f"inner step {step} asked of a per-step batch norm built for {module.n_steps} "
+                                 f"steps (0 .. {module.n_steps - 1})")
+            module.step = step
+
+
+def set_batch_statistics_in_eval(net: nn.Module, on: bool) -> None:
+    """Make every :class:`PerStepBatchNorm2d` of ``net`` normalise with batch statistics in eval mode (``on``,
+    transductive, as MAML++'s official code) or with its per-step running statistics (not transductive)."""
+    for module in net.modules():
+        if isinstance(module, PerStepBatchNorm2d):
+            module.batch_statistics_in_eval = on
+
+
 class MaxPool2x2(nn.Module):
     """2x2 max-pooling, stride 2: ``[B, C, H, W] -> [B, C, H // 2, W // 2]`` (an odd last row or column is
     dropped), the values of ``nn.MaxPool2d(2)``.
@@ -51,7 +114,8 @@ class MaxPool2x2(nn.Module):
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
-def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = False) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = False,
+               batch_norm_steps: int | None = None) -> nn.Sequential:
     """3x3 conv (padding 1) -> batch norm -> ReLU -> 2x2 max-pool: halves height and width.
 
     The layers run as conv, batch norm, max-pool, ReLU: the same function and the same gradients, bit
@@ -63,9 +127,13 @@ def conv_block(in_channels: int, out_channels: int, explicit_batch_norm: bool = 
     so a task's support set is normalised by itself and no buffers change during adaptation.
     Predicting a whole query set in one batch is then transductive (each query's prediction
     depends on the others); ProtoNet's code instead evaluates with running statistics.
+    ``batch_norm_steps``: MAML++'s :class:`PerStepBatchNorm2d` with that many steps instead.
     """
-    norm = (ExplicitBatchNorm2d(out_channels) if explicit_batch_norm
-            else nn.BatchNorm2d(out_channels, track_running_stats=False))
+    if batch_norm_steps is not None:
+        norm = PerStepBatchNorm2d(out_channels, batch_norm_steps)
+    else:
+        norm = (ExplicitBatchNorm2d(out_channels) if explicit_batch_norm
+                else nn.BatchNorm2d(out_channels, track_running_stats=False))
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         norm,
@@ -84,7 +152,8 @@ class ConvNet(nn.Module):
     Input ``[B, in_channels, 28, 28]``; four blocks map 28 -> 14 -> 7 -> 3 -> 1 pixels, so the
     embedding has ``hidden`` features. With ``n_classes`` a linear head gives logits
     ``[B, n_classes]``; without it the network returns the embedding ``[B, hidden]`` (ProtoNet).
-    ``explicit_batch_norm`` selects :class:`ExplicitBatchNorm2d` (for MAML under ``vmap``).
+    ``explicit_batch_norm`` selects :class:`ExplicitBatchNorm2d` (for MAML under ``vmap``);
+    ``batch_norm_steps`` selects :class:`PerStepBatchNorm2d` (MAML++: ``inner_steps + 1`` of them).
 
     ``ConvNet().to(memory_format=torch.channels_last)`` stores the convolutions' weights channels-last, so that
     every activation keeps a pixel's channels side by side: the same function, about twice as fast on a CPU
@@ -94,10 +163,11 @@ class ConvNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, n_blocks: int = 4,
-                 n_classes: int | None = None, image_size: int = 28, explicit_batch_norm: bool = False):
+                 n_classes: int | None = None, image_size: int = 28, explicit_batch_norm: bool = False,
+                 batch_norm_steps: int | None = None):
         super().__init__()
         channels = [in_channels] + [hidden] * n_blocks
-        self.features = nn.Sequential(*(conv_block(a, b, explicit_batch_norm)
+        self.features = nn.Sequential(*(conv_block(a, b, explicit_batch_norm, batch_norm_steps)
                                         for a, b in zip(channels, channels[1:])))
         side = image_size
         for _ in range(n_blocks):

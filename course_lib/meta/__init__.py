@@ -6,8 +6,8 @@ protocol serve them all:
     loss(model, batch)      -> (loss, {"accuracy": ...})  a meta-batch of episodes -> the training loss
     predict(model, episode) -> query logits [N*Q, N]       one episode -> adapted predictions
 
-(transfer, maml, reptile, protonet; ``proto_maml.ProtoMAML`` is a ``MAML`` and uses ``maml.loss`` and
-``maml.predict``). The language-model learners keep the shape with what their
+(transfer, maml, reptile, protonet; ``proto_maml.ProtoMAML`` and ``maml_plus_plus.MAMLPlusPlus`` subclass ``MAML``
+and use ``maml.loss`` and ``maml.predict``). The language-model learners keep the shape with what their
 inputs need: ``icl`` has two task families, so ``regression_loss`` and ``classification_loss`` /
 ``classification_predict``; ``metaicl.predict(model, tokenizer, dataset, episode)`` needs the
 tokenizer and the utterances, bound with ``functools.partial`` before evaluation.
