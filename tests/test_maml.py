@@ -160,6 +160,8 @@ def test_anil_adapts_only_the_head_and_meta_sgd_learns_step_sizes():
     assert all(lr.grad is not None and lr.grad.abs().sum() > 0 for lr in meta_sgd.inner_lrs)
     with pytest.raises(ValueError, match="no trainable parameter of the network is selected"):
         MAML(net, adapt_head_only=True, head_prefix="classifier.")
+    with pytest.raises(ValueError, match="eval_inner_lr=0.1 would be ignored"):
+        MAML(net, meta_sgd=True, eval_inner_lr=0.1)
 
 
 def test_predict_adapts_without_touching_the_model():

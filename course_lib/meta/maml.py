@@ -59,7 +59,8 @@ class MAML(nn.Module):
             ``lambda name: "lora_" in name or name.startswith("head.")``. Parameters with
             ``requires_grad=False`` (a frozen pretrained model) are never adapted nor meta-learned.
         meta_sgd: meta-learn a per-parameter inner learning rate (Meta-SGD).
-        eval_inner_steps, eval_inner_lr: inner loop at test time (default: as in training).
+        eval_inner_steps, eval_inner_lr: inner loop at test time (default: as in training; Meta-SGD's
+            learned step sizes serve at test too, so it takes no ``eval_inner_lr``).
         task_loss: ``F.cross_entropy`` for classification, ``F.mse_loss`` for regression.
         batched: process a meta-batch with ``torch.func.vmap`` instead of a per-task loop.
         transductive: :meth:`predict` scores all queries of an episode in one pass (with the conv net's
@@ -75,6 +76,9 @@ class MAML(nn.Module):
                  batched: bool = False, head_prefix: str = "head.",
                  adapted_if: Callable[[str], bool] | None = None, transductive: bool = True):
         super().__init__()
+        if meta_sgd and eval_inner_lr is not None:
+            raise ValueError("Meta-SGD adapts with its learned step sizes at test time too; "
+                             f"eval_inner_lr={eval_inner_lr} would be ignored: leave it out")
         self.net = net
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
