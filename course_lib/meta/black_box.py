@@ -75,7 +75,7 @@ def predict(model: BlackBoxClassifier, episode: Episode, transductive: bool = Fa
     """Query logits ``[Q, N]`` for ONE episode (``support_x: [S, C, H, W]``), labels as given, for
     ``evaluate_episodes(functools.partial(black_box.predict, model), episodes)``. In eval mode, modes restored.
 
-    ``transductive=False`` (the default): query ``i``'s images go through the encoder in their own batch
+    ``transductive=False`` (the default): query ``i`` goes through the encoder in its own batch
     ``[support set; query i]`` (:func:`course_lib.evaluate.one_query_at_a_time`, as ``protonet.predict(...,
     transductive=False)`` does), and its sequence is built from that pass's support embeddings: a query sees the
     support set and nothing else. ``transductive=True``: one pass over all images of the episode, where the
