@@ -9,7 +9,8 @@ protocol serve them all:
 (transfer, maml, reptile, protonet; ``proto_maml.ProtoMAML`` and ``maml_plus_plus.MAMLPlusPlus`` subclass ``MAML``
 and use ``maml.loss`` and ``maml.predict``). The language-model learners keep the shape with what their
 inputs need: ``icl`` has two task families, so ``regression_loss`` and ``classification_loss`` /
-``classification_predict``; ``metaicl.predict(model, tokenizer, dataset, episode)`` needs the
+``classification_predict``, and ``black_box`` (images read as a sequence) trains with ``icl.classification_loss``
+and predicts with ``black_box.predict``; ``metaicl.predict(model, tokenizer, dataset, episode)`` needs the
 tokenizer and the utterances, bound with ``functools.partial`` before evaluation.
 
 ``inner_loop`` is the one functional inner loop (``params -> adapted params``: SGD or Adam steps, step

@@ -347,12 +347,14 @@ def relabel(batch: Episode, n_way: int, generator: torch.Generator | None = None
                    permutations.gather(1, batch.query_y), task)
 
 
-def classification_loss(model: InContextClassifier, batch: Episode,
+def classification_loss(model: nn.Module, batch: Episode,
                         relabel_episodes: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
     """Mean query cross-entropy over a meta-batch of episodes of vectors, and the query accuracy.
 
     ``batch``: an :class:`Episode` with ``support_x: [B, S, D]``, ``support_y: [B, S]``, ``query_x:
-    [B, Q, D]``, ``query_y: [B, Q]``. With ``relabel_episodes`` the labels are reassigned at random in
+    [B, Q, D]``, ``query_y: [B, Q]``. ``model``: an :class:`InContextClassifier`, or a
+    :class:`~course_lib.meta.black_box.BlackBoxClassifier`, which embeds episodes of images (``support_x:
+    [B, S, C, H, W]``) first and trains end to end with this loss. With ``relabel_episodes`` the labels are reassigned at random in
     every episode (:func:`relabel`), so no class keeps a label across episodes and only the context
     can say which label a query has. :class:`~course_lib.data.episodes.EpisodeSampler` already labels an
     episode's classes in random order, so on its episodes relabelling changes nothing; it matters for
