@@ -43,6 +43,7 @@ from course_lib.data.regression import LinearRegressionTasks
 from course_lib.data.sinusoid import SinusoidTasks
 from course_lib.meta import icl, maml, metaicl, protonet, reptile, transfer
 from course_lib.meta.maml import MAML
+from course_lib.meta.proto_maml import ProtoMAML
 from course_lib.meta.reptile import Reptile
 from course_lib.models import MLP, ConvNet
 
@@ -256,8 +257,12 @@ def head_to_head_06(quick: bool) -> list[Run]:
         ("transfer (pretraining, 64 images)", pretrained, transfer.classification_loss,
          transfer.ClassificationSampler(omniglot).sample_batch(64, generator()), 2,
          partial(transfer.linear_probe_predict, pretrained, test_episode))]
-    for name, first_order in [("MAML", False), ("first-order MAML", True)]:
-        learner = MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1, eval_inner_steps=3, first_order=first_order)
+    for name, learner in [
+            ("MAML", MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1, eval_inner_steps=3)),
+            ("first-order MAML", MAML(ConvNet(n_classes=5), inner_lr=0.4, inner_steps=1, eval_inner_steps=3,
+                                      first_order=True)),
+            ("first-order Proto-MAML", ProtoMAML(ConvNet(n_classes=5), inner_lr=0.02, inner_steps=1, eval_inner_steps=3,
+                                                 first_order=True))]:
         learners.append((f"{name}, meta-batch 4", learner, maml.loss, episodes.sample_batch(4, generator()), 2,
                          partial(learner.predict, test_episode)))
     learner = Reptile(ConvNet(n_classes=5), inner_lr=3e-3, inner_steps=5, inner_batch_size=10, eval_inner_steps=5,
@@ -301,33 +306,77 @@ def maml_lora_07(quick: bool) -> Run:
                    evaluations=2 * pick(quick, quick_value=20, full_value=600))
 
 
-def icl_regression_08(quick: bool) -> Run:
-    """08: a GPT-2-style transformer (12 layers, width 256, 8 heads) learning linear regression in context, d=20,
-    41 points, 500,000 steps of 64 tasks, then the same model on a pool of 4 tasks for 50,000 steps."""
-    dim = pick(quick, quick_value=3, full_value=20)
-    n_points = 2 * dim + 1 if not quick else 7
-    size = pick(quick, quick_value=dict(n_layer=3, n_embd=64, n_head=4),
-                full_value=dict(n_layer=12, n_embd=256, n_head=8))
-    fresh_steps, pool_steps = pick(quick, quick_value=(1000, 300), full_value=(500_000, 50_000))
-    tasks = LinearRegressionTasks(dim, n_points)
-    torch.manual_seed(0)
-    regressor = icl.InContextRegressor(dim, n_points, **size)
-    test_tasks = tasks.sample_batch(1000, generator())
+def in_context_08(quick: bool) -> list[Run]:
+    """08's long runs, as its ``profile.pick(..., full=...)`` calls set them:
 
-    def evaluate():
-        with torch.no_grad():
-            regressor.eval()
-            regressor(test_tasks.x, test_tasks.y)
-            regressor.train()
-    return measure(f"08 in-context regression, {size['n_layer']} layers x {size['n_embd']}, 64 tasks",
-                   fresh_steps + pool_steps,
-                   regressor, icl.regression_loss, tasks.sample_batch(64, generator()), optimizer_slots=2,
-                   evaluate=evaluate, evaluations=5, steps_text=f"{fresh_steps:,} + {pool_steps:,}")
+    * the in-context regressor: a GPT-2-style transformer (12 layers, width 256, 8 heads) learning linear regression
+      in context, d=20, 41 points, 500,000 steps of 64 tasks; tested on 1,000 tasks in one pass;
+    * the task-diversity sweep: four fresh transformers (8 layers, width 128, 2 heads), d=8, 16 points, one per
+      pool of training tasks (4, 32, 256, fresh), 50,000 steps of 64 tasks each; each tested on 1,000 tasks of its
+      pool and 1,000 new ones;
+    * the in-context classifier on 384-d sentence vectors (3 layers, width 128; 5-way 1-shot, one query): 5,000
+      steps of 64 transformed episodes at input scale 100, 1,000 at scale 1, and 5,000 for each of the 1, 16 and
+      256 transforms of the sweep; tested on 600 held-out and 600 meta-train episodes of 15 queries per class, 2 x
+      100 validation episodes and 2 x 200 per arm of the sweep;
+    * the fixed-label classifier: 2,000 steps of 32 episodes; tested on 3 x 200 episodes.
+
+    Random vectors of the embeddings' shape stand in for the sentence vectors (the cost depends on the shapes only).
+    Not counted: MAML's linear model (3 x 1,000 + 5,000 steps of a 21-weight model) and ProtoNet (no training).
+    """
+    def regressor_run(name, dim, n_points, size, steps, test_passes, steps_text):
+        tasks = LinearRegressionTasks(dim, n_points)
+        torch.manual_seed(0)
+        regressor = icl.InContextRegressor(dim, n_points, **size)
+        test_tasks = tasks.sample_batch(1000, generator())
+
+        def evaluate():
+            with torch.no_grad():
+                regressor.eval()
+                regressor(test_tasks.x, test_tasks.y)
+                regressor.train()
+        return measure(f"08 {name}, {size['n_layer']} layers x {size['n_embd']}, 64 tasks", steps, regressor,
+                       icl.regression_loss, tasks.sample_batch(64, generator()), optimizer_slots=2,
+                       evaluate=evaluate, evaluations=test_passes, steps_text=steps_text)
+
+    dim, n_points = pick(quick, quick_value=(3, 7), full_value=(20, 41))
+    steps = pick(quick, quick_value=600, full_value=500_000)
+    regression = regressor_run("in-context regression", dim, n_points,
+                               pick(quick, quick_value=dict(n_layer=3, n_embd=64, n_head=4),
+                                    full_value=dict(n_layer=12, n_embd=256, n_head=8)), steps, 1, f"{steps:,}")
+    dim, n_points = pick(quick, quick_value=(3, 7), full_value=(8, 16))
+    steps = pick(quick, quick_value=200, full_value=50_000)
+    diversity = regressor_run("task-diversity sweep, 4 pools", dim, n_points,
+                              pick(quick, quick_value=dict(n_layer=3, n_embd=64, n_head=4),
+                                   full_value=dict(n_layer=8, n_embd=128, n_head=2)), 4 * steps, 4 * 2,
+                              f"4 x {steps:,}")
+
+    vectors = ClassDataset.random(90, 100, example_shape=(384,))   # 90 meta-train intents, 100 utterances each
+    transformed = icl.SignedPermutationEpisodes(EpisodeSampler(vectors, 5, 1, n_query=1), dim=384, n_transforms=None)
+    test_episode = EpisodeSampler(vectors, 5, 1, n_query=15).sample(generator())
+    size = pick(quick, quick_value=dict(n_layer=1, n_embd=64), full_value=dict(n_layer=3, n_embd=128))
+    torch.manual_seed(0)
+    classifier = icl.InContextClassifier(384, n_way=5, max_support=5, input_scale=100.0, **size)
+    shape = f"{size['n_layer']} layers x {size['n_embd']}"
+    main_steps, unscaled_steps, fixed_steps = pick(quick, quick_value=(300, 50, 200), full_value=(5_000, 1_000, 2_000))
+    swept = pick(quick, quick_value=2, full_value=3)   # the sweep's arms that train a model of their own
+    runs = [regression, diversity]
+    for name, batch_size, steps, evaluations, steps_text in [
+            (f"in-context classifier, {shape}, 64 episodes", 64, main_steps + unscaled_steps + swept * main_steps,
+             2 * 600 + 2 * 100 + (swept + 1) * 2 * 200,
+             f"{main_steps:,} + {unscaled_steps:,} + {swept} x {main_steps:,}"),
+            (f"fixed-label classifier, {shape}, 32 episodes", 32, fixed_steps, 3 * 200, f"{fixed_steps:,}")]:
+        runs.append(measure(f"08 {name}", steps, classifier, icl.classification_loss,
+                            transformed.sample_batch(batch_size, generator()), optimizer_slots=2,
+                            evaluate=partial(icl.classification_predict, classifier, test_episode),
+                            evaluations=evaluations, steps_text=steps_text))
+    return runs
 
 
 def metaicl_09(quick: bool) -> Run:
     """09: MetaICL, LoRA rank 8 on SmolLM2-135M's attention (q_proj, v_proj), 5,000 steps of 8 CLINC150 3-way 1-shot
-    prompts; before and after, about 6 x 500 held-out episodes scored by label likelihood (three settings). The
+    prompts, and its multi-task 0-shot control, the same steps on the same episodes' queries alone (counted at
+    MetaICL's cost: an upper bound); 12 evaluations of 500 episodes of one query, scored by label likelihood (7 arms
+    of the pretrained model, 4 of MetaICL's, 1 of the control's; the channel arm's cost counted as direct's). The
     weights are random here, of SmolLM2-135M's shapes (LlamaConfig below; FLOPs and memory depend on the shapes
     only), and the tokenizer is the offline word-piece tokenizer of the rehearsal: about as many tokens per English
     prompt as SmolLM2's byte-pair encoding. ``--quick`` counts a small offline LM instead (10 steps of 4 prompts, 40
@@ -357,14 +406,14 @@ def metaicl_09(quick: bool) -> Run:
             metaicl.predict(model.eval(), tokenizer, test_intents, episode)
         model.train()
     n_episodes = pick(quick, quick_value=40, full_value=500)
-    return measure(f"09 MetaICL, {'small LM' if quick else 'SmolLM2-135M + LoRA'}, {batch_size} prompts", steps, model,
-                   metaicl.loss, sampler.sample_batch(batch_size, generator()), optimizer_slots=2, evaluate=evaluate,
-                   evaluations=2 * 3 * n_episodes)
+    return measure(f"09 MetaICL and multi-task 0-shot, {'small LM' if quick else 'SmolLM2-135M + LoRA'}, "
+                   f"{batch_size} prompts", 2 * steps, model, metaicl.loss, sampler.sample_batch(batch_size, generator()),
+                   optimizer_slots=2, evaluate=evaluate, evaluations=12 * n_episodes, steps_text=f"2 x {steps:,}")
 
 
 RUNS: list[Callable[[bool], Run | list[Run]]] = [
     maml_sinusoid_03, maml_omniglot_03, reptile_omniglot_04, protonet_omniglot_05, head_to_head_06, maml_lora_07,
-    icl_regression_08, metaicl_09]
+    in_context_08, metaicl_09]
 
 
 def number(x: float) -> str:

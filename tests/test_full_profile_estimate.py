@@ -20,21 +20,38 @@ def estimate():
     del sys.modules[spec.name]
 
 
-def test_quick_table_has_a_row_per_run_with_positive_flops_and_ordered_ranges():
+@pytest.fixture(scope="module")
+def quick_rows():
+    """The ``--quick`` table's rows, each as its 7 cells."""
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Estimate, not a measurement" in done.stdout
     rows = [line for line in done.stdout.splitlines() if re.match(r"^\| 0[3-9] ", line)]
-    notebooks = [row.split()[1] for row in rows]
-    assert notebooks == ["03", "03", "04", "05"] + ["06"] * 5 + ["07", "08", "09"], done.stdout
-    for row in rows:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert len(cells) == 7, row
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_quick_table_has_a_row_per_run_with_positive_flops_and_ordered_ranges(quick_rows):
+    notebooks = [cells[0].split()[0] for cells in quick_rows]
+    assert notebooks == ["03", "03", "04", "05"] + ["06"] * 6 + ["07"] + ["08"] * 4 + ["09"], quick_rows
+    for cells in quick_rows:
+        assert len(cells) == 7, cells
         gflop, pflop, memory = (float(cell.replace(",", "")) for cell in cells[2:5])
-        assert gflop > 0 and pflop > 0 and memory >= 0, row
+        assert gflop > 0 and pflop > 0 and memory >= 0, cells
         for hours in cells[5:]:
             low, high = (float(h) for h in hours.split(" to "))
-            assert 0 < low <= high, row
+            assert 0 < low <= high, cells
+
+
+def test_every_06_method_gets_the_steps_its_flop_budget_buys(quick_rows):
+    """06's rule: steps = budget // FLOPs of one step, for each of its six trained methods (Proto-MAML included)."""
+    rows = {cells[0]: cells for cells in quick_rows if cells[0].startswith("06 ")}
+    assert "06 first-order Proto-MAML, meta-batch 4" in rows, list(rows)
+    for name, cells in rows.items():
+        steps, budget = re.fullmatch(r"([\d,]+) \((\S+) FLOPs\)", cells[1]).groups()
+        steps, budget, step_flops = int(steps.replace(",", "")), float(budget), 1e9 * float(cells[2])
+        assert budget == 4e11, name
+        # GFLOP per step is printed to three significant digits: 0.5% either way
+        assert steps * step_flops * 0.995 <= budget < (steps + 1) * step_flops * 1.005, name
 
 
 def test_doubling_the_meta_batch_doubles_maml_step_flops(estimate):

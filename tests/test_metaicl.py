@@ -116,7 +116,7 @@ def test_lora_on_the_attention_trains_the_adapters_and_leaves_the_base_weights_u
     with warnings.catch_warnings():
         warnings.simplefilter("error")      # GPT-2's transposed Conv1D weights are declared, not warned about
         model = with_lora(tiny_lm(tokenizer, architecture=architecture), rank=4, target_modules=attention)
-    # B = 0 at first: the peft model scores like its base model (the key/value cache passes through peft)
+    # B = 0 at first: the peft model scores like its base model (the 4D attention mask and the position ids pass through peft)
     assert torch.allclose(metaicl.predict(model, tokenizer, standin, episode), plain, atol=1e-5)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}

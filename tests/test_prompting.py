@@ -40,7 +40,7 @@ def reference_score(model, tokenizer, prompt, label):
     return sum(log_probs[len(p) + i - 1, token].item() for i, token in enumerate(c)), len(c)
 
 
-def test_scores_from_the_shared_prompt_cache_equal_one_pair_at_a_time(tiny_lm, tokenizer):
+def test_scores_from_one_pass_of_the_prompt_and_its_labels_equal_one_pair_at_a_time(tiny_lm, tokenizer):
     prompts = [build_prompt([("transfer money to mom", "transfer")], "what is my routing number"),
                "utterance: hello\nintent:"]          # different lengths
     labels = ["routing", "pin change", "report lost card"]   # 1 to 3 tokens: the shorter ones are padded
@@ -70,8 +70,9 @@ def test_the_output_layer_runs_only_where_a_label_token_is_predicted(tiny_lm, to
         hook.remove()
     longest = max(len(tokenizer(" " + name, add_special_tokens=False)["input_ids"]) for name in labels)
     assert len(tokenizer(long_prompt, add_special_tokens=False)["input_ids"]) > 100
-    # per prompt: its last position, then the labels' first C-1 tokens: never a position inside the prompt
-    assert [tuple(shape[:2]) for shape in rows] == [(1, 1), (3, longest - 1)] * 2
+    # one forward pass per prompt; its output layer at the prompt's last position, then at the 3 labels' first
+    # C-1 tokens: never a position inside the prompt
+    assert [tuple(shape[:2]) for shape in rows] == [(1, 1 + 3 * (longest - 1))] * 2
 
 
 def constant_lm(logits: torch.Tensor) -> GPT2LMHeadModel:

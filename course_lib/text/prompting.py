@@ -20,20 +20,19 @@ direction, the query's text after each label (``log p(x | c)``, Min et al. 2022a
 arXiv:2110.15943) meta-trains the model on such prompts; this module only builds and scores them.
 
 Prompt and label are tokenised separately and their ids concatenated, so a label's tokens are the
-same whatever prompt precedes it. :func:`label_scores` runs each prompt through the model once and
-scores all ``N`` labels against its key/value cache, computing the output layer only where a label
-token is predicted: memory for ``N x C x V`` logits (``C`` the longest label's tokens, ``V`` the
-vocabulary), whatever the number and the length of the prompts.
+same whatever prompt precedes it. :func:`label_scores` scores all ``N`` labels of a prompt in one
+forward pass (:func:`continuation_log_likelihoods`: the prompt once, the labels after it, each label
+seeing the prompt and its own tokens only), computing the output layer only where a label token is
+predicted: memory for ``1 + N x (C - 1)`` rows of ``V`` logits (``C`` the longest label's tokens, ``V``
+the vocabulary), whatever the number and the length of the prompts.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from transformers import DynamicCache
 
 TEMPLATE = "utterance: {text}\nintent:"
 
@@ -78,21 +77,14 @@ def label_log_likelihood(logits: Tensor, input_ids: Tensor, label_mask: Tensor) 
     return (token_log_probs * label_positions).sum(-1), label_positions.sum(-1)
 
 
-def cache_argument(model: nn.Module) -> str:
-    """The name under which ``model``'s forward pass takes a key/value cache: ``"cache"`` in the
-    ``transformers`` versions that renamed it, else ``"past_key_values"`` (a ``peft`` model passes it on)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
 def label_scores(model: nn.Module, tokenizer, prompts: Sequence[str], label_names: Sequence[str],
                  length_normalise: bool = True) -> Tensor:
     """``[len(prompts), len(label_names)]``: the log-likelihood of each label name after each prompt.
 
     ``model`` is a ``transformers`` causal LM (or a ``peft`` model around one): it is called with a
-    key/value cache (:func:`cache_argument`), ``position_ids`` and ``logits_to_keep``. Each prompt is scored against all
-    ``N`` labels by :func:`continuation_log_likelihoods`, one prompt at a time; the scores equal those
-    of a full forward pass of each prompt-label pair (``tests/test_prompting.py`` checks it).
+    4D attention mask, ``position_ids`` and ``logits_to_keep``. Each prompt is scored against all ``N``
+    labels by :func:`continuation_log_likelihoods`, one prompt (one forward pass) at a time; the scores
+    equal those of a full forward pass of each prompt-label pair (``tests/test_prompting.py`` checks it).
     """
     device = next(model.parameters()).device
     label_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in label_names]
@@ -136,10 +128,10 @@ def channel_scores(model: nn.Module, tokenizer, demonstrations: Sequence[tuple[s
         s(c) = sum_t log p(x_t | demonstrations, c, x_1 .. x_{t-1})   (divided by x's token count if asked),
 
     every label explaining the same query ``x``, so a label cannot win by being likely on its own. The
-    demonstrations (``(text, label name)`` pairs, shared by every query and label) run once per query; the
-    ``N`` label-and-query continuations (:func:`build_channel_context`'s last block, then `` x``) run as one batch
-    against their key/value cache (:func:`continuation_log_likelihoods`). No demonstrations: the continuations
-    alone. Equal to a full forward pass of each context-query pair (``tests/test_prompting.py``).
+    demonstrations (``(text, label name)`` pairs, shared by every query and label) and the ``N`` label-and-query
+    continuations after them (:func:`build_channel_context`'s last block, then `` x``) run as one forward pass
+    per query (:func:`continuation_log_likelihoods`). No demonstrations: the continuations alone. Equal to a full
+    forward pass of each context-query pair (``tests/test_prompting.py``).
     """
     device = next(model.parameters()).device
     # the demonstrations alone (no candidate label yet): the channel context of the last one, with its text after it
@@ -167,32 +159,35 @@ def continuation_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], co
         continuations: ``[N, C]`` token ids, right-padded; ``target_mask`` ``[N, C]`` 1 on the tokens scored (a
             label's tokens for :func:`label_scores`; the query's text after the label for :func:`channel_scores`).
 
-    The prompt runs once (``[1, P]``), keeping its key/value cache and the logits of its last position
-    only, which predict every continuation's first token. The cache is then repeated ``N`` times and the
-    continuations' tokens ``c_1 .. c_{C-1}`` run as one batch ``[N, C-1]`` at positions ``P .. P+C-2``,
-    whose logits predict ``c_2 .. c_C``. Padding lies after each continuation's tokens, so causal attention
-    keeps it from them. Logits held at once: ``[N, C-1, V]``.
+    ONE forward pass of one sequence: the prompt, then each continuation's tokens ``c_1 .. c_{C-1}`` as a block
+    of its own, ``P + N (C - 1)`` tokens. A 4D attention mask lets the prompt attend causally to itself and each
+    block to the whole prompt and causally to its own tokens, never to another block; each block's position ids
+    restart at ``P``. So every block computes exactly what it would right after the prompt alone, and the prompt
+    is computed once for all ``N`` (a second pass, or a key/value cache repeated ``N`` times, would read every
+    weight of the model again: on a CPU, the cost of a short forward pass). The output layer runs at the
+    prompt's last position, which predicts every ``c_1``, and at the blocks' positions, which predict
+    ``c_2 .. c_C``: ``1 + N (C - 1)`` rows of logits. Padding lies after each continuation's tokens, so the
+    causal mask keeps it from them.
     """
     first_is_target = bool(target_mask[:, 0].any())
     if len(prompt_ids) == 0 and first_is_target:
         raise ValueError("a prompt and every label name need at least one token to be scored")
     n_rows, length = continuations.shape
-    device = continuations.device
+    device, n_prompt = continuations.device, len(prompt_ids)
+    input_ids = torch.cat([torch.tensor(list(prompt_ids), dtype=torch.long, device=device),
+                           continuations[:, :-1].flatten()])[None]                     # [1, P + N(C-1)]
+    block = torch.cat([torch.full((n_prompt,), -1), torch.arange(n_rows).repeat_interleave(length - 1)])
+    position = torch.cat([torch.arange(n_prompt), n_prompt + torch.arange(length - 1).repeat(n_rows)])
+    visible = ((block[None] == -1) | (block[:, None] == block[None])) & (position[None] <= position[:, None])
+    dtype = next(model.parameters()).dtype   # an additive mask (0: attend), the form every attention takes as given
+    mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+    kept = torch.arange(max(n_prompt - 1, 0), len(block))   # the prompt's last position, then every block's
+    logits = model(input_ids=input_ids, attention_mask=mask[None, None].to(device),
+                   position_ids=position[None].to(device), logits_to_keep=kept.to(device)).logits[0]   # [len(kept), V]
+    log_probs = F.log_softmax(logits.float(), dim=-1)
     scores = torch.zeros(n_rows, device=device)
-    cache = DynamicCache()   # filled in place by each forward pass
-    passing_cache = {cache_argument(model): cache}
-    if len(prompt_ids):
-        prompt = torch.tensor([list(prompt_ids)], device=device)
-        logits = model(input_ids=prompt, use_cache=True, logits_to_keep=1, **passing_cache).logits   # [1, 1, V]
-        scores = F.log_softmax(logits[0, -1].float(), dim=-1)[continuations[:, 0]] * target_mask[:, 0]   # [N]
-        cache.batch_repeat_interleave(n_rows)
-    if length == 1:
-        return scores
-    positions = torch.arange(len(prompt_ids), len(prompt_ids) + length - 1, device=device).expand(n_rows, -1)
-    # an explicit mask (all ones: right padding is harmless): without one, some versions' attention would
-    # align its causal mask to the cache's start instead of its end
-    attention_mask = torch.ones(n_rows, len(prompt_ids) + length - 1, dtype=torch.long, device=device)
-    logits = model(input_ids=continuations[:, :-1], position_ids=positions, attention_mask=attention_mask,
-                   use_cache=True, **passing_cache).logits   # [N, C-1, V]
-    later = F.log_softmax(logits.float(), dim=-1).gather(-1, continuations[:, 1:, None]).squeeze(-1)   # [N, C-1]
-    return scores + (later * target_mask[:, 1:]).sum(-1)
+    if n_prompt:
+        scores = log_probs[0, continuations[:, 0]] * target_mask[:, 0]                 # [N]
+        log_probs = log_probs[1:]
+    later = log_probs.unflatten(0, (n_rows, length - 1)).gather(-1, continuations[:, 1:, None]).squeeze(-1)
+    return scores + (later * target_mask[:, 1:]).sum(-1)                              # [N]
