@@ -41,8 +41,9 @@ from course_lib.data.base import ClassDataset
 from course_lib.data.episodes import EpisodeSampler
 from course_lib.data.regression import LinearRegressionTasks
 from course_lib.data.sinusoid import SinusoidTasks
-from course_lib.meta import icl, maml, metaicl, protonet, reptile, transfer
+from course_lib.meta import black_box, icl, maml, metaicl, protonet, reptile, transfer
 from course_lib.meta.maml import MAML
+from course_lib.meta.maml_plus_plus import MAMLPlusPlus
 from course_lib.meta.proto_maml import ProtoMAML
 from course_lib.meta.reptile import Reptile
 from course_lib.models import MLP, ConvNet
@@ -210,6 +211,22 @@ def maml_omniglot_03(quick: bool, meta_batch: int | None = None) -> Run:
                    evaluations=n_val * validations(steps, steps // 2) + 600, per_task_twin=per_task)
 
 
+def maml_plus_plus_omniglot_03(quick: bool) -> Run:
+    """03: MAML++, Omniglot 5-way 1-shot, 50,000 steps of 8 tasks with 1 query per class and 5 inner steps (the
+    quick profile: 100 steps of 4 tasks, 3 inner steps), per task (its per-step running statistics are updated in
+    place, which vmap cannot do); 600 test episodes scored with batch statistics and 600 with running statistics."""
+    steps, meta_batch, inner_steps = pick(quick, quick_value=(100, 4, 3), full_value=(50_000, 8, 5))
+    torch.manual_seed(0)
+    learner = MAMLPlusPlus(ConvNet(n_classes=5, batch_norm_steps=inner_steps + 1), inner_lr=0.1,
+                           inner_steps=inner_steps, anneal_steps=steps // 10)
+    omniglot = ClassDataset.random(100)
+    episode = EpisodeSampler(omniglot, 5, 1, 15).sample(generator())
+    n_test = pick(quick, quick_value=200 + 50, full_value=600 + 600)
+    return measure(f"03 MAML++ Omniglot 5-way 1-shot, {inner_steps} inner steps, meta-batch {meta_batch}", steps,
+                   learner, maml.loss, EpisodeSampler(omniglot, 5, 1, 1).sample_batch(meta_batch, generator()),
+                   optimizer_slots=2, evaluate=lambda: learner.predict(episode), evaluations=n_test)
+
+
 def reptile_omniglot_04(quick: bool) -> Run:
     """04: Reptile, Omniglot 5-way 1-shot (10-shot training tasks), 100,000 steps of 5 tasks, 5 inner Adam steps of
     10 images, outer SGD; evaluation: 50 inner steps, each of 15 queries per class in its own batch."""
@@ -318,7 +335,11 @@ def in_context_08(quick: bool) -> list[Run]:
       steps of 64 transformed episodes at input scale 100, 1,000 at scale 1, and 5,000 for each of the 1, 16 and
       256 transforms of the sweep; tested on 600 held-out and 600 meta-train episodes of 15 queries per class, 2 x
       100 validation episodes and 2 x 200 per arm of the sweep;
-    * the fixed-label classifier: 2,000 steps of 32 episodes; tested on 3 x 200 episodes.
+    * the fixed-label classifier: 2,000 steps of 32 episodes; tested on 3 x 200 episodes;
+    * section 0, on Omniglot 5-way 1-shot (one query per class in training): the black-box learner (ConvNet(hidden=64)
+      and a 4-layer, width-128 in-context classifier) and ProtoNet on the same conv net, 20,000 steps of 32
+      episodes each; the black box tested on 2 x 600 episodes of 15 queries per class, ProtoNet on 600, each query
+      in its own batch with the support set.
 
     Random vectors of the embeddings' shape stand in for the sentence vectors (the cost depends on the shapes only).
     Not counted: MAML's linear model (3 x 1,000 + 5,000 steps of a 21-weight model) and ProtoNet (no training).
@@ -369,6 +390,24 @@ def in_context_08(quick: bool) -> list[Run]:
                             transformed.sample_batch(batch_size, generator()), optimizer_slots=2,
                             evaluate=partial(icl.classification_predict, classifier, test_episode),
                             evaluations=evaluations, steps_text=steps_text))
+
+    steps, batch_size, hidden = pick(quick, quick_value=(200, 24, 16), full_value=(20_000, 32, 64))
+    size = pick(quick, quick_value=dict(n_layer=2, n_embd=64), full_value=dict(n_layer=4, n_embd=128))
+    n_queries, n_test = pick(quick, quick_value=(3, 200), full_value=(15, 600))
+    omniglot = ClassDataset.random(100)
+    batch = EpisodeSampler(omniglot, 5, 1, 1).sample_batch(batch_size, generator())
+    test_episode = EpisodeSampler(omniglot, 5, 1, n_queries).sample(generator())
+    torch.manual_seed(0)
+    learner = black_box.BlackBoxClassifier(ConvNet(hidden=hidden), icl.InContextClassifier(
+        hidden, n_way=5, max_support=5, **size))
+    runs.append(measure(f"08 black-box learner, ConvNet({hidden}) + {size['n_layer']} layers x {size['n_embd']}, "
+                        f"{batch_size} episodes", steps, learner, icl.classification_loss, batch, optimizer_slots=2,
+                        evaluate=partial(black_box.predict, learner, test_episode), evaluations=2 * n_test))
+    embedding = ConvNet(hidden=hidden)
+    runs.append(measure(f"08 ProtoNet, ConvNet({hidden}), {batch_size} episodes", steps, embedding,
+                        partial(protonet.loss, n_way=5), batch, optimizer_slots=2,
+                        evaluate=partial(protonet.predict, embedding, test_episode, transductive=False),
+                        evaluations=n_test))
     return runs
 
 
@@ -412,7 +451,7 @@ def metaicl_09(quick: bool) -> Run:
 
 
 RUNS: list[Callable[[bool], Run | list[Run]]] = [
-    maml_sinusoid_03, maml_omniglot_03, reptile_omniglot_04, protonet_omniglot_05, head_to_head_06, maml_lora_07,
+    maml_sinusoid_03, maml_omniglot_03, maml_plus_plus_omniglot_03, reptile_omniglot_04, protonet_omniglot_05, head_to_head_06, maml_lora_07,
     in_context_08, metaicl_09]
 
 
