@@ -76,22 +76,25 @@ class PerStepBatchNorm2d(nn.Module):
                             training=False, eps=self.eps)
 
 
+def per_step_norms(net: nn.Module) -> dict[str, PerStepBatchNorm2d]:
+    """Every :class:`PerStepBatchNorm2d` of ``net``, by module name."""
+    return {name: module for name, module in net.named_modules() if isinstance(module, PerStepBatchNorm2d)}
+
+
 def set_inner_step(net: nn.Module, step: int) -> None:
     """Make every :class:`PerStepBatchNorm2d` of ``net`` use the weight, bias and statistics of inner step ``step``."""
-    for module in net.modules():
-        if isinstance(module, PerStepBatchNorm2d):
-            if not 0 <= step < module.n_steps:
-                raise ValueError(f"inner step {step} asked of a per-step batch norm built for {module.n_steps} "
-                                 f"steps (0 .. {module.n_steps - 1})")
-            module.step = step
+    for module in per_step_norms(net).values():
+        if not 0 <= step < module.n_steps:
+            raise ValueError(f"inner step {step} asked of a per-step batch norm built for {module.n_steps} "
+                             f"steps (0 .. {module.n_steps - 1})")
+        module.step = step
 
 
 def set_batch_statistics_in_eval(net: nn.Module, on: bool) -> None:
     """Make every :class:`PerStepBatchNorm2d` of ``net`` normalise with batch statistics in eval mode (``on``,
     transductive, as MAML++'s official code) or with its per-step running statistics (not transductive)."""
-    for module in net.modules():
-        if isinstance(module, PerStepBatchNorm2d):
-            module.batch_statistics_in_eval = on
+    for module in per_step_norms(net).values():
+        module.batch_statistics_in_eval = on
 
 
 class MaxPool2x2(nn.Module):

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..data.batches import Episode
-from ..models import PerStepBatchNorm2d, set_inner_step
+from ..models import per_step_norms, set_inner_step
 from .inner_loop import Gradient, LossOfParams, Params, autograd_gradient, inner_loop
 from .maml import MAML
 
@@ -89,11 +89,10 @@ class MAMLPlusPlus(MAML):
         if eval_steps not in (None, inner_steps):
             raise ValueError(f"MAML++ has step sizes and batch norm for its {inner_steps} inner steps only; "
                              f"eval_inner_steps={eval_steps} is not possible")
-        norms = {name for name, module in net.named_modules() if isinstance(module, PerStepBatchNorm2d)}
-        for name in norms:
-            steps = net.get_submodule(name).n_steps
-            if steps != inner_steps + 1:
-                raise ValueError(f"batch norm {name!r} has {steps} steps; {inner_steps} inner steps need "
+        norms = per_step_norms(net)
+        for name, module in norms.items():
+            if module.n_steps != inner_steps + 1:
+                raise ValueError(f"batch norm {name!r} has {module.n_steps} steps; {inner_steps} inner steps need "
                                  f"{inner_steps + 1} (one per phi_t, t = 0 .. {inner_steps})")
         if norms and maml_kwargs.get("batched"):
             raise ValueError("per-step batch norm updates its running statistics in place, which torch.func.vmap "
