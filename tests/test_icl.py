@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from course_lib.attention import shared_prefix_attention
 from course_lib.data.batches import Episode, RegressionBatch
 from course_lib.data.regression import LinearRegressionTasks
 from course_lib.meta import icl
@@ -240,6 +241,35 @@ def test_the_classifier_gives_logits_per_query_and_each_query_is_scored_on_its_o
         with_other_support = model(other_support, episodes.support_y, episodes.query_x)
         assert not torch.allclose(with_other_support[:, 0], logits[:, 0], atol=1e-4)
     assert torch.allclose(icl.classification_predict(model, episodes[2]), logits[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_classifiers_one_pass_equals_a_sequence_per_query_as_build_sequence_defines_it(attention):
+    torch.manual_seed(0)
+    model = icl.InContextClassifier(input_dim=8, n_way=3, max_support=6, n_layer=2, n_embd=16, n_head=2,
+                                    input_scale=5.0, initializer_range=0.1).eval()
+    model.backbone.config._attn_implementation = attention
+    episodes = vector_episodes(batch_size=3, n_way=3, k_shot=2, n_query=3)
+    with torch.no_grad():
+        inputs, labels = icl.build_sequence(episodes.support_x, episodes.support_y, episodes.query_x, unknown_label=3)
+        tokens = model.read_in(5.0 * inputs) + model.label_embedding(labels)            # [B*Q, S+1, 16]
+        one_sequence_each = model.read_out(model.backbone(inputs_embeds=tokens).last_hidden_state[:, -1])
+        one_pass = model(episodes.support_x, episodes.support_y, episodes.query_x)       # [B, Q, 3]
+    assert torch.allclose(one_pass.flatten(0, 1), one_sequence_each, atol=1e-5)
+    assert one_pass.abs().max() > 0.1                      # the logits are not all near 0 (a vacuous match)
+
+
+def test_the_shared_prefix_mask_shows_each_block_the_prefix_and_its_own_tokens_causally():
+    mask, positions = shared_prefix_attention(n_prefix=2, n_blocks=2, block_length=2)
+    visible = (mask == 0).int()
+    assert torch.equal(positions, torch.tensor([0, 1, 2, 3, 2, 3]))
+    assert torch.equal(visible, torch.tensor([[1, 0, 0, 0, 0, 0],
+                                              [1, 1, 0, 0, 0, 0],
+                                              [1, 1, 1, 0, 0, 0],
+                                              [1, 1, 1, 1, 0, 0],
+                                              [1, 1, 0, 0, 1, 0],
+                                              [1, 1, 0, 0, 1, 1]]))
+    assert mask.min() == torch.finfo(torch.float32).min
 
 
 def test_a_signed_permutation_is_orthogonal_so_cosines_and_protonet_are_unchanged():

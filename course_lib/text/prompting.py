@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..attention import shared_prefix_attention
+
 TEMPLATE = "utterance: {text}\nintent:"
 
 
@@ -162,7 +164,7 @@ def continuation_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], co
     ONE forward pass of one sequence: the prompt, then each continuation's tokens ``c_1 .. c_{C-1}`` as a block
     of its own, ``P + N (C - 1)`` tokens. A 4D attention mask lets the prompt attend causally to itself and each
     block to the whole prompt and causally to its own tokens, never to another block; each block's position ids
-    restart at ``P``. So every block computes exactly what it would right after the prompt alone, and the prompt
+    restart at ``P`` (:func:`course_lib.attention.shared_prefix_attention`). So every block computes exactly what it would right after the prompt alone, and the prompt
     is computed once for all ``N`` (a second pass, or a key/value cache repeated ``N`` times, would read every
     weight of the model again: on a CPU, the cost of a short forward pass). The output layer runs at the
     prompt's last position, which predicts every ``c_1``, and at the blocks' positions, which predict
@@ -176,12 +178,8 @@ def continuation_log_likelihoods(model: nn.Module, prompt_ids: Sequence[int], co
     device, n_prompt = continuations.device, len(prompt_ids)
     input_ids = torch.cat([torch.tensor(list(prompt_ids), dtype=torch.long, device=device),
                            continuations[:, :-1].flatten()])[None]                     # [1, P + N(C-1)]
-    block = torch.cat([torch.full((n_prompt,), -1), torch.arange(n_rows).repeat_interleave(length - 1)])
-    position = torch.cat([torch.arange(n_prompt), n_prompt + torch.arange(length - 1).repeat(n_rows)])
-    visible = ((block[None] == -1) | (block[:, None] == block[None])) & (position[None] <= position[:, None])
-    dtype = next(model.parameters()).dtype   # an additive mask (0: attend), the form every attention takes as given
-    mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
-    kept = torch.arange(max(n_prompt - 1, 0), len(block))   # the prompt's last position, then every block's
+    mask, position = shared_prefix_attention(n_prompt, n_rows, length - 1, next(model.parameters()).dtype)
+    kept = torch.arange(max(n_prompt - 1, 0), len(position))   # the prompt's last position, then every block's
     logits = model(input_ids=input_ids, attention_mask=mask[None, None].to(device),
                    position_ids=position[None].to(device), logits_to_keep=kept.to(device)).logits[0]   # [len(kept), V]
     log_probs = F.log_softmax(logits.float(), dim=-1)
