@@ -374,17 +374,18 @@ def in_context_08(quick: bool) -> list[Run]:
     vectors = ClassDataset.random(90, 100, example_shape=(384,))   # 90 meta-train intents, 100 utterances each
     transformed = icl.SignedPermutationEpisodes(EpisodeSampler(vectors, 5, 1, n_query=1), dim=384, n_transforms=None)
     test_episode = EpisodeSampler(vectors, 5, 1, n_query=15).sample(generator())
-    size = pick(quick, quick_value=dict(n_layer=1, n_embd=64), full_value=dict(n_layer=3, n_embd=128))
+    size = dict(n_layer=1, n_embd=128, n_head=1)   # both profiles: the size chosen on the validation domain
     torch.manual_seed(0)
-    classifier = icl.InContextClassifier(384, n_way=5, max_support=5, input_scale=100.0, **size)
-    shape = f"{size['n_layer']} layers x {size['n_embd']}"
-    main_steps, unscaled_steps, fixed_steps = pick(quick, quick_value=(300, 50, 200), full_value=(5_000, 1_000, 2_000))
-    swept = pick(quick, quick_value=2, full_value=3)   # the sweep's arms that train a model of their own
+    classifier = icl.InContextClassifier(384, n_way=5, max_support=5, input_scale=30.0, initializer_range=0.1, **size)
+    shape = f"{size['n_layer']} layer x {size['n_embd']}"
+    main_steps, unscaled_steps, fixed_steps = pick(quick, quick_value=(800, 50, 200), full_value=(5_000, 1_000, 2_000))
+    sweep_steps = pick(quick, quick_value=300, full_value=5_000)
+    swept = pick(quick, quick_value=3, full_value=4)   # the sweep's arms, each a model of its own
     runs = [regression, diversity]
     for name, batch_size, steps, evaluations, steps_text in [
-            (f"in-context classifier, {shape}, 64 episodes", 64, main_steps + unscaled_steps + swept * main_steps,
-             2 * 600 + 2 * 100 + (swept + 1) * 2 * 200,
-             f"{main_steps:,} + {unscaled_steps:,} + {swept} x {main_steps:,}"),
+            (f"in-context classifier, {shape}, 64 episodes", 64, main_steps + unscaled_steps + swept * sweep_steps,
+             2 * 600 + 2 * 100 + swept * 2 * 200,
+             f"{main_steps:,} + {unscaled_steps:,} + {swept} x {sweep_steps:,}"),
             (f"fixed-label classifier, {shape}, 32 episodes", 32, fixed_steps, 3 * 200, f"{fixed_steps:,}")]:
         runs.append(measure(f"08 {name}", steps, classifier, icl.classification_loss,
                             transformed.sample_batch(batch_size, generator()), optimizer_slots=2,
