@@ -19,6 +19,16 @@ def result(name, values):
             "data": "d", "values": values}
 
 
+def test_an_exact_name_is_paired_even_when_a_longer_name_starts_with_it():
+    reports = {seed: report(seed, [result("MAML", [50.0, 60.0]), result("MAML++", [60.0, 80.0]),
+                                   result("MAML++, running statistics", [20.0, 20.0])]) for seed in (0, 1)}
+    pair = paired(reports, "MAML", "MAML++")
+    assert (pair["first"], pair["second"]) == ("MAML", "MAML++")
+    assert pair["mean"] == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="starts 2 results"):
+        paired(reports, "MAML+", "MAML")
+
+
 def test_the_spread_between_seeds_and_a_paired_difference_over_common_episodes():
     reports = {
         0: report(0, [result("probe", [50.0, 60.0, 70.0, 80.0]), result("proto", [60.0, 60.0, 90.0])]),

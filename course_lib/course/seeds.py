@@ -27,13 +27,15 @@ from ..evaluate import mean_confidence_interval
 
 # (first, second): the second minus the first, each the start of a result's name (06's names end in its budget,
 # which differs between profiles). Both on the same fixed 5-way 1-shot test episodes: 02's probe against 05's
-# ProtoNet and 04's Reptile (all three not transductive), and 06's methods at equal training FLOPs.
+# ProtoNet and 04's Reptile (all three not transductive), 06's methods at equal training FLOPs, and 03's MAML
+# against MAML++ (an exact name is not also the start of a longer one: "MAML++" is not "MAML++, per-step ...").
 PAIRS: tuple[tuple[str, str], ...] = (
     ("Omniglot 5-way 1-shot, pretrained + linear probe", "ProtoNet, 5-way 1-shot, not transductive"),
     ("Omniglot 5-way 1-shot, pretrained + linear probe", "Omniglot 5-way 1-shot, Reptile (non-transductive)"),
     ("Omniglot 5-way 1-shot, transfer + linear probe,", "Omniglot 5-way 1-shot, ProtoNet,"),
     ("Omniglot 5-way 1-shot, transfer + linear probe,", "Omniglot 5-way 1-shot, Reptile,"),
     ("Omniglot 5-way 1-shot, MAML,", "Omniglot 5-way 1-shot, Proto-MAML,"),
+    ("Omniglot 5-way 1-shot, MAML (second order)", "Omniglot 5-way 1-shot, MAML++"),   # 03, both transductive
 )
 
 
@@ -71,7 +73,10 @@ def summarise(reports: dict[int, dict]) -> list[dict]:
 
 
 def _named(results: dict[str, dict], start: str) -> dict | None:
-    """The one result whose name starts with ``start``, None if there is none; two are an error."""
+    """The result named ``start`` exactly, else the one whose name starts with ``start``; None if there is none;
+    two that start with it (and none named exactly) are an error."""
+    if start in results:
+        return results[start]
     found = [result for name, result in results.items() if name.startswith(start)]
     if len(found) > 1:
         raise ValueError(f"{start!r} starts {len(found)} results' names: {[r['name'] for r in found]}")
