@@ -269,7 +269,9 @@ def test_cheats_change_nothing_and_harm_no_one(graded_class):
     root, _, reports, before, *_ = graded_class
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path} was changed by student code"
-    assert "student code changed course files, restored" in " ".join(report_of(reports, "cheat_files").notes)
+    # graded 2 at a time: the note is on the culprit's report whichever of the two is recorded first
+    assert "student code changed course files while this notebook ran, restored" in " ".join(
+        report_of(reports, "cheat_files").notes)
     assert report_of(reports, "cheat_transformer").checks[0].message.startswith("sample_episode gave no answer")
     printed = (root / "out" / "feedback" / "cheat_print" / "01_episodes_and_ci.ipynb").read_text()
     assert SECRET not in printed
