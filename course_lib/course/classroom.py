@@ -101,23 +101,22 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
     logs = tempfile.TemporaryDirectory(prefix="course-grade-logs-")
 
     # Files are checked when a report is recorded. With several notebooks graded at once, the one that changed a
-    # file may still be running then, so the note goes on the report being recorded and on every notebook running
-    # at that moment: the culprit's report always carries it.
-    in_flight: set[Path] = set()
+    # file may still be running then, so the note goes on the report being recorded and on every notebook still
+    # running (``running``, which a report leaves before it is recorded): the culprit's report always carries it.
+    running: dict[concurrent.futures.Future, _Submission] = {}
     pending_notes: dict[Path, list[str]] = {}
 
     def record(report: GradeReport, submission: _Submission) -> None:
         with lock:
             report.notebook, report.student = str(submission.path), submission.student
-            in_flight.discard(submission.path)
             report.notes.extend(pending_notes.pop(submission.path, []))
             restored = protected.restore()
             if restored:
                 note = ("student code changed course files while this notebook ran, restored: " +
                         ", ".join(path.name for path in restored))
                 report.notes.append(note)
-                for path in in_flight:
-                    pending_notes.setdefault(path, []).append(note)
+                for other in running.values():
+                    pending_notes.setdefault(other.path, []).append(note)
             result.reports.append(report)
             if gradebook is not None:
                 gradebook.record(report, submission.path, submission.digest)
@@ -155,8 +154,7 @@ def grade_class(paths: Iterable[Path], solutions_dir: Path, out: Path | None = N
     if previous_term is not None:
         signal.signal(signal.SIGTERM, on_term)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade")
-    in_flight.update(submission.path for submission in todo)
-    running = {executor.submit(grade, submission): submission for submission in todo}
+    running.update({executor.submit(grade, submission): submission for submission in todo})
     try:
         while running:
             done, _ = concurrent.futures.wait(running, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
